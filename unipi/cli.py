@@ -103,6 +103,70 @@ def _run_train(args) -> None:
         print(f"inverse dynamics held-out metrics: {metrics}")
 
 
+# ----------------------------------------------------------------------------- plan
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="imagine a video plan for an instruction")
+    p.add_argument("instruction", help='e.g. "place the red block in the blue bowl"')
+    p.add_argument("--env", default=None, help="place | relation (default: from the text)")
+    p.add_argument("--seed", type=int, default=0, help="env seed of the start state")
+    p.add_argument("--image", default=None, help="start from this PNG instead of the env")
+    p.add_argument("--out", default="plan.mp4", help="output .mp4 (a .gif is written beside)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance")
+    p.add_argument("--model", default=None, help="model folder (default: shipped weights)")
+    p.set_defaults(func=_run_plan)
+
+
+def _start_image(args, cfg) -> "np.ndarray":
+    import numpy as np
+
+    size = tuple(cfg.env.image_size)
+    if args.image:
+        import imageio.v3 as iio
+
+        if not Path(args.image).is_file():
+            raise UsageError(f"--image {args.image!r} does not exist")
+        image = np.asarray(iio.imread(args.image))[..., :3].astype(np.uint8)
+        if image.shape[:2] != size:
+            raise UsageError(f"--image {args.image!r} is {image.shape[1]}x{image.shape[0]} "
+                             f"pixels; this model plans at {size[1]}x{size[0]}")
+        return image
+    from envs import make_env
+    from envs.tasks import parse_instruction
+
+    task = parse_instruction(args.instruction)
+    if args.env is not None and _families(args.env) != [task.family]:
+        raise UsageError(f"--env {args.env!r} does not match the instruction's family "
+                         f"{task.family!r}")
+    env = make_env(task.family, image_size=size)
+    obs, _ = env.reset(seed=args.seed, options={"instruction": task.instruction})
+    env.close()
+    return obs["image"]
+
+
+def _run_plan(args) -> None:
+    import torch
+
+    from unipi.model_dir import load_model_config, load_planner
+    from unipi.video import side_by_side, write_video
+
+    cfg = load_model_config(args.model)
+    image = _start_image(args, cfg)
+    pipe = load_planner(args.model)
+    out = pipe(
+        image[None], [args.instruction],
+        num_inference_steps=args.steps or cfg.agent.num_inference_steps,
+        guidance_scale=cfg.agent.guidance_scale if args.guidance is None else args.guidance,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    video = side_by_side([image[None], out.videos[0]])
+    mp4 = Path(args.out).with_suffix(".mp4")
+    write_video(mp4, video)
+    gif = write_video(mp4.with_suffix(".gif"), video)
+    print(f"plan of {len(out.videos[0])} frames (observed frame | plan) written to {mp4} "
+          f"and {gif}")
+
+
 # ----------------------------------------------------------------------------- entry
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unipi", description=__doc__.split("\n")[0])
@@ -110,12 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_collect(sub)
     _add_train(sub)
-    for add in _EXTRA_COMMANDS:
-        add(sub)
+    _add_plan(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,6 +123,8 @@ def _info_of(spec: CollectSpec) -> dict:
 
 def _pending_seeds(out: Path, spec: CollectSpec) -> tuple[int, int, Iterator[int]]:
     """(kept so far, discarded so far, the seeds still to try, in order)."""
+    for stale in list(out.glob("*/.seed_*.tmp-*")):  # left by a killed run
+        stale.unlink()
     kept = len(list((out / "episodes").glob("seed_*.parquet")))
     failed = len(list((out / "failed").glob("seed_*.json")))
 

@@ -1,0 +1,52 @@
+"""A model folder: everything the agent needs, trained with the project's commands.
+
+    MODEL_DIR/
+        config.json       the resolved ExperimentConfig the models were trained with
+        planner/          UniPiPipeline.save_pretrained (base + TSR U-Nets, scheduler)
+        idm/              InverseDynamicsModel.save_pretrained (with action statistics)
+        MODEL_CARD.md     data, steps, wall time, hardware, measured success
+
+The package ships one such folder, the default agent, under ``unipi/weights/tabletop``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from unipi.config import ExperimentConfig, config_from_dict
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "tabletop"
+
+
+def resolve_model_dir(model: str | os.PathLike | None) -> Path:
+    path = Path(model) if model else DEFAULT_MODEL_DIR
+    if not (path / "config.json").is_file():
+        hint = (
+            "the shipped default weights are missing from this install; reinstall the "
+            "package" if model is None else
+            "train one with `unipi train planner` / `unipi train idm` and "
+            "`unipi export --run RUN_DIR --out MODEL_DIR`"
+        )
+        raise FileNotFoundError(f"model folder {str(path)!r} has no config.json: {hint}")
+    return path
+
+
+def load_model_config(model: str | os.PathLike | None) -> ExperimentConfig:
+    path = resolve_model_dir(model)
+    return config_from_dict(json.loads((path / "config.json").read_text()))
+
+
+def load_planner(model: str | os.PathLike | None, device: str = "cpu"):
+    from unipi.planner.pipeline import UniPiPipeline
+
+    path = resolve_model_dir(model) / "planner"
+    return UniPiPipeline.from_pretrained(path).to(device)
+
+
+def load_idm(model: str | os.PathLike | None, device: str = "cpu"):
+    from inverse_dynamics.model import InverseDynamicsModel
+
+    path = resolve_model_dir(model) / "idm"
+    return InverseDynamicsModel.from_pretrained(path).to(device)
