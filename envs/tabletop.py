@@ -89,6 +89,10 @@ RELATION_MAX_SKEW = 0.5  # |off-axis| <= this * |on-axis|
 REST_MAX_Z = 0.045  # block centre height below this: resting on table or bowl base
 UNMOVED_TOL = 0.03  # other blocks may move this much in xy
 
+# The cup lights up while suction is commanded, so that frames show the gripper state
+# (as an opened or closed gripper would): the planner can draw it, the IDM can read it.
+CUP_OFF_RGBA = (0.12, 0.12, 0.12, 1.0)
+CUP_ON_RGBA = (0.95, 0.95, 0.95, 1.0)
 # Suction: the cup grabs a block whose top face is this close below/above the cup.
 SUCTION_XY = 0.02
 SUCTION_Z = (-0.01, 0.012)
@@ -133,6 +137,17 @@ def _far(point: np.ndarray, others: list[np.ndarray], gap: float, ord: float = 2
     return all(np.linalg.norm(point - o, ord=ord) >= gap for o in others)
 
 
+def relation_holds(offset: np.ndarray, relation: str, margin: float = 1.0) -> bool:
+    """Whether xy ``offset`` = block - reference satisfies ``relation``.
+
+    ``margin`` > 1 widens the region (used to keep start states clearly unsolved).
+    """
+    direction = np.array(RELATION_DIRECTIONS[relation])
+    along = float(offset @ direction)
+    across = abs(float(offset @ direction[::-1]))
+    return along > RELATION_MIN_DISTANCE / margin and across <= RELATION_MAX_SKEW * margin * along
+
+
 def _sample_positions(
     rng: np.random.Generator, task: Task, tries: int = 200
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -161,6 +176,10 @@ def _sample_positions(
                 continue
             if not _far(xy, bowls, BLOCK_BOWL_GAP, np.inf):
                 continue
+            if task.family == "relation" and index == 0 and relation_holds(
+                xy - blocks[1], task.relation, margin=1.5
+            ):
+                continue  # the start state must not already satisfy the instruction
             if task.family == "relation" and index == 1:
                 goal = xy + RELATION_OFFSET * np.array(RELATION_DIRECTIONS[task.relation])
                 if not _inside(goal, BLOCK_RANGE) or not _far(goal, bowls, BLOCK_BOWL_GAP, np.inf):
@@ -285,6 +304,7 @@ class TabletopEnv(gym.Env):
         ]
         self._arm_qpos = [m.jnt_qposadr[m.joint(n).id] for n in ("x", "y", "z")]
         self._cup_body = m.body("cup").id
+        self._cup_geom = m.geom("cup").id
         self._ee_site = m.site("ee").id
         self._weld = [m.equality(f"suction{i}").id for i in range(N_BLOCKS)]
         self._camera = m.camera("top").id
@@ -386,6 +406,7 @@ class TabletopEnv(gym.Env):
         d.qpos[self._arm_qpos] = HOME
         d.ctrl[:3] = HOME
         d.eq_active[:] = 0
+        m.geom_rgba[self._cup_geom] = CUP_OFF_RGBA
         self._held = None
 
     def reset(
@@ -422,6 +443,7 @@ class TabletopEnv(gym.Env):
         target = self.data.ctrl[:3] + action[:3] * self.max_delta
         self.data.ctrl[:3] = np.clip(target, EE_LOW, EE_HIGH)
         suction = bool(action[3] > 0)
+        self.model.geom_rgba[self._cup_geom] = CUP_ON_RGBA if suction else CUP_OFF_RGBA
         if not suction and self._held is not None:
             self.data.eq_active[self._weld[self._held]] = 0
             self._held = None
@@ -478,11 +500,7 @@ class TabletopEnv(gym.Env):
             offset = pos[:2] - self.data.xpos[self._bowl_body[bowl]][:2]
             return bool(np.abs(offset).max() < BOWL_INNER_HALF)
         ref = self.block_position(self._block_index(self.task.target))
-        direction = np.array(RELATION_DIRECTIONS[self.task.relation])
-        offset = pos[:2] - ref[:2]
-        along = float(offset @ direction)
-        across = abs(float(offset @ direction[::-1]))
-        return along > RELATION_MIN_DISTANCE and across <= RELATION_MAX_SKEW * along
+        return relation_holds(pos[:2] - ref[:2], self.task.relation)
 
     # ------------------------------------------------------------------ rendering
     def _render_at(self, size: tuple[int, int]) -> np.ndarray:

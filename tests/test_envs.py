@@ -202,3 +202,27 @@ def test_registered_ids():
     assert "unipi/Place-v0" in gymnasium.registry and "unipi/Relation-v0" in gymnasium.registry
     with pytest.raises(ValueError, match="stack"):
         envs.make_env("stack")
+
+
+def test_no_episode_starts_already_solved():
+    """A start state that already satisfies the instruction would inflate success."""
+    import envs as _envs
+
+    for family in ("place", "relation"):
+        env = _envs.make_env(family, image_size=(16, 16))
+        solved = []
+        for seed in range(10_000_000, 10_000_200):
+            env.reset(seed=seed)
+            if env.unwrapped.is_success():
+                solved.append(seed)
+        assert not solved, f"{family}: seeds {solved[:5]} start solved"
+
+
+def test_frames_show_the_suction_command():
+    import envs as _envs
+
+    env = _envs.make_env("place", image_size=(32, 32))
+    env.reset(seed=0)
+    off, *_ = env.step(np.zeros(4, np.float32))
+    on, *_ = env.step(np.array([0, 0, 0, 1], np.float32))
+    assert np.abs(on["image"].astype(int) - off["image"].astype(int)).max() > 100
