@@ -43,9 +43,10 @@ def atomic_write_dir(target: str | os.PathLike, write: Callable[[Path], None]) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

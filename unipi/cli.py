@@ -167,6 +167,91 @@ def _run_plan(args) -> None:
           f"and {gif}")
 
 
+# ----------------------------------------------------------------------------- eval
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="success rate per family and split, with videos")
+    p.add_argument("--env", default="all", help="place | relation | all (default)")
+    p.add_argument("--split", default="both", help="seen | novel | both (default)")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per family x split")
+    p.add_argument("--model", default=None, help="model folder (default: shipped weights)")
+    p.add_argument("--expert", action="store_true", help="evaluate the scripted expert")
+    p.add_argument("--out", default="outputs/eval", help="folder for eval_info.json, videos")
+    p.add_argument("--video-episodes", type=int, default=2, help="videos per cell")
+    p.add_argument("--workers", type=int, default=1, help="processes, one cell each")
+    p.add_argument("--seed-offset", type=int, default=0)
+    p.add_argument("--open-loop", action="store_true", help="plan once, execute it all")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance")
+    p.set_defaults(func=_run_eval)
+
+
+def _splits(split: str) -> list[str]:
+    if split == "both":
+        return ["seen", "novel"]
+    if split not in ("seen", "novel"):
+        raise UsageError(f"--split {split!r}: accepted values are seen, novel, both")
+    return [split]
+
+
+def _run_eval(args) -> None:
+    from unipi.eval_runner import EvalRequest, run_evaluation
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes {args.episodes}: must be a positive integer")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be >= 1")
+    request = EvalRequest(
+        families=_families(args.env), splits=_splits(args.split), episodes=args.episodes,
+        model=args.model, expert=args.expert, out_dir=args.out,
+        video_episodes=args.video_episodes, seed_offset=args.seed_offset,
+        open_loop=args.open_loop, steps=args.steps, guidance=args.guidance,
+    )
+    info = run_evaluation(request, workers=args.workers)
+    print(info["table"])
+    print(f"eval_info.json and {len(info['videos'])} videos written to {args.out}")
+
+
+# ----------------------------------------------------------------------------- demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the shipped agent on one episode per family x split")
+    p.add_argument("--model", default=None, help="model folder (default: shipped weights)")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--episodes", type=int, default=1, help="episodes per family x split")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> None:
+    from unipi.eval_runner import EvalRequest, run_evaluation
+
+    request = EvalRequest(
+        families=["place", "relation"], splits=["seen", "novel"], episodes=args.episodes,
+        model=args.model, out_dir=args.out, video_episodes=args.episodes,
+    )
+    info = run_evaluation(request, workers=1)
+    for rec in info["episodes"]:
+        print(f"{rec['family']:8s} {rec['split']:5s} seed={rec['seed']} "
+              f"{'SUCCESS' if rec['success'] else 'failure'} in {rec['steps']} steps: "
+              f"{rec['instruction']!r}")
+    print(info["table"])
+    print("videos (imagined plan | executed):", *[f"  {Path(args.out) / v}"
+                                                  for v in info["videos"]], sep="\n")
+
+
+# ----------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="assemble a trained run into a model folder")
+    p.add_argument("--run", required=True, help="run folder of `unipi train`")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> None:
+    from unipi.model_dir import export_model_dir
+
+    out = export_model_dir(args.run, args.out)
+    print(f"model folder written to {out}")
+
+
 # ----------------------------------------------------------------------------- entry
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unipi", description=__doc__.split("\n")[0])
@@ -175,12 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect(sub)
     _add_train(sub)
     _add_plan(sub)
+    _add_eval(sub)
+    _add_demo(sub)
+    _add_export(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may stand anywhere after the sub-command
+    if hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + [e for e in extra if "=" in e
+                                                  and not e.startswith("-")]
+        extra = [e for e in extra if e not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from unipi.config import ConfigError

@@ -42,7 +42,11 @@ def load_planner(model: str | os.PathLike | None, device: str = "cpu"):
     from unipi.planner.pipeline import UniPiPipeline
 
     path = resolve_model_dir(model) / "planner"
-    return UniPiPipeline.from_pretrained(path).to(device)
+    pipe = UniPiPipeline.from_pretrained(path)
+    for unet in (pipe.base_unet, pipe.tsr_unet):
+        if unet is not None:
+            unet.to(device)
+    return pipe
 
 
 def load_idm(model: str | os.PathLike | None, device: str = "cpu"):
@@ -50,3 +54,32 @@ def load_idm(model: str | os.PathLike | None, device: str = "cpu"):
 
     path = resolve_model_dir(model) / "idm"
     return InverseDynamicsModel.from_pretrained(path).to(device)
+
+
+def export_model_dir(run: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Assemble ``unipi train`` outputs of one run folder into a model folder."""
+    import shutil
+
+    from unipi.checkpoint import atomic_write_dir
+    from unipi.planner.train import export_pipeline
+
+    run, out = Path(run), Path(out)
+    base_cfg = run / "base" / "checkpoint" / "config.json"
+    idm_dir = run / "idm"
+    missing = [str(p) for p in (base_cfg, idm_dir) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"run folder {str(run)!r} lacks {', '.join(missing)}: train the planner "
+            "(both stages) and the IDM into it first"
+        )
+
+    def write(tmp: Path) -> None:
+        if export_pipeline(run, tmp / "planner") is None:
+            raise FileNotFoundError(f"run folder {str(run)!r}: a planner stage is missing")
+        shutil.copytree(idm_dir, tmp / "idm")
+        shutil.copy(base_cfg, tmp / "config.json")
+        for extra in ("idm_metrics.json",):
+            if (run / extra).is_file():
+                shutil.copy(run / extra, tmp / extra)
+
+    return atomic_write_dir(out, write)
