@@ -213,3 +213,30 @@ def test_expert_through_the_same_harness(tmp_path):
     cell = info["summary"]["cells"][0]
     assert info["summary"]["agent"] == "expert"
     assert cell["success_rate"] == 1.0, info["episodes"]
+
+
+class RecordingIDM(ScriptedIDM):
+    """Remembers the first frame of every pair it is asked about."""
+
+    def __init__(self, action) -> None:
+        super().__init__(action)
+        self.first_frames = []
+
+    def predict(self, a, b):
+        if a.ndim == 3:  # one pair
+            self.first_frames.append(a.copy())
+            return np.tile(self.action, (CHUNK, 1))
+        self.first_frames.extend(a.copy())
+        return np.tile(self.action, (len(a), CHUNK, 1))
+
+
+def test_track_plan_reads_chunks_from_the_observation():
+    """After the first chunk, the IDM sees the frame the env produced, not a planned one."""
+    idm = RecordingIDM([0.1, 0, 0, 0])
+    cfg = AgentConfig(replan_every=6, track_plan=True, stall_window=0)
+    agent = UniPiAgent(NoisyPlanner(frames=4), idm, cfg)
+    result = agent.run_episode(CountingEnv(), seed=0, max_steps=6)
+    assert result.steps == 6 and result.num_plans == 1
+    # 3 batched pairs at planning, then one pair per later chunk, taken at t = 2 and 4
+    tracked = idm.first_frames[3:]
+    assert [int(f[0, 0, 0]) for f in tracked] == [2, 4]

@@ -13,6 +13,10 @@ One episode (paper, Sec. 3 "Decision Making as Text-Conditioned Video Generation
     4. execute  the first ``replan_every`` actions, or fewer when the arm stalls
     5. repeat from 1 with the new observation, until success or the step limit
 
+``track_plan=True`` reads each chunk after the first off (current observation, next
+planned frame) instead of (planned frame, next planned frame), so the executed
+trajectory is pulled back toward the plan when it drifts.
+
 ``open_loop=True`` is the paper's protocol: plan once, execute every action of that
 plan, and end the episode there (no re-planning, no holding); success is read at the
 last executed step. In closed loop the episode ends at first success (plus
@@ -204,7 +208,16 @@ class UniPiAgent:
         queue: list[np.ndarray] = []
         states = [np.asarray(obs["state"], dtype=np.float32)]
         plan_no, in_plan = -1, 0
+        video, target, plan_left = None, 0, 0
         while rec.result.steps < limit:
+            # 3b. tracking: the next chunk leads from what the camera sees to the next
+            # planned frame, so drift between plan and execution is corrected
+            if not queue and plan_left > 0 and target < len(video):
+                chunk = self.idm.predict(obs["image"], video[target])
+                queue = list(chunk[: min(len(chunk), plan_left)])
+                plan_left -= len(queue)
+                target += 1
+
             # 1-3. (re-)plan from the current observation when the queue is empty
             if not queue:
                 if cfg.open_loop and plan_no >= 0:
@@ -215,7 +228,9 @@ class UniPiAgent:
                 if record:
                     rec.result.plans.append(video)
                 budget = len(actions) if cfg.open_loop else min(cfg.replan_every, len(actions))
-                queue = list(actions[:budget])
+                first_chunk = budget if not cfg.track_plan else min(budget, self.idm.config.chunk)
+                queue = list(actions[:first_chunk])
+                plan_left, target = budget - first_chunk, 2
                 states = states[-1:]
 
             # 4. execute one action
@@ -232,7 +247,7 @@ class UniPiAgent:
             if terminated or truncated:
                 break
             if queue and not cfg.open_loop and self._stalled(states):
-                queue = []
+                queue, plan_left = [], 0
                 rec.result.replans_on_stall += 1
         return rec.finish()
 

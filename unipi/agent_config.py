@@ -15,6 +15,7 @@ def _error(message: str) -> ValueError:
 class AgentConfig:
     replan_every: int = 16  # env steps executed from one plan before re-planning
     open_loop: bool = False  # plan once, execute the whole plan, stop (paper's protocol)
+    track_plan: bool = False  # IDM on (observed frame, next planned frame) after chunk 1
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
     # Re-plan early when the state (end-effector xyz + gripper) moved less than
