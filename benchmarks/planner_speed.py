@@ -1,7 +1,7 @@
 """Planner speed on this machine: training step of our U-Net vs diffusers' UNet3D, one plan.
 
-    python benchmarks/planner_speed.py               # default config, 1 thread per model
-    python benchmarks/planner_speed.py --threads 2 --batch 16
+    python benchmarks/planner_speed.py               # configs/tabletop.yaml, 1 thread
+    python benchmarks/planner_speed.py --threads 2 --batch 16 --config configs/tabletop.yaml
 
 Each measurement runs in a fresh process so that its peak memory (max RSS) is its own.
 Goals (see unipi/planner): a train step >= 3x faster than ``UNet3DConditionModel`` of
@@ -15,8 +15,10 @@ import multiprocessing as mp
 import os
 import resource
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tabletop.yaml")
 
 FRAMES, SIZE, TEXT_LEN, TEXT_DIM = 8, 32, 12, 384
 
@@ -25,14 +27,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _ours(cond_channels: int):
-    from unipi.planner.config import PlannerConfig
+def _ours(cond_channels: int, config: str):
+    from unipi.config import load_config
     from unipi.planner.diffusion import make_unet
 
-    return make_unet("base", PlannerConfig(), SIZE, TEXT_DIM)
+    return make_unet("base", load_config(config).planner, SIZE, TEXT_DIM)
 
 
-def _unet3d(cond_channels: int):
+def _unet3d(cond_channels: int, config: str):
     from diffusers import UNet3DConditionModel
 
     return UNet3DConditionModel(
@@ -44,12 +46,13 @@ def _unet3d(cond_channels: int):
     )
 
 
-def _train_step_worker(name: str, batch: int, threads: int, steps: int, queue) -> None:
+def _train_step_worker(name: str, batch: int, threads: int, steps: int, config: str,
+                       queue) -> None:
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    model = {"ours": _ours, "unet3d": _unet3d}[name](3)
+    model = {"ours": _ours, "unet3d": _unet3d}[name](3, config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, FRAMES, SIZE, SIZE)
     cond = torch.randn(batch, 3, FRAMES, SIZE, SIZE)
@@ -76,22 +79,23 @@ def _train_step_worker(name: str, batch: int, threads: int, steps: int, queue) -
     queue.put((name, params, sorted(times)[len(times) // 2], _peak_rss_mb()))
 
 
-def _plan_worker(threads: int, steps: int, queue) -> None:
+def _plan_worker(threads: int, steps: int, config: str, queue) -> None:
     import numpy as np
     import torch
 
-    from unipi.planner.config import PlannerConfig
+    from unipi.config import load_config
     from unipi.planner.diffusion import make_sampling_scheduler, make_unet
     from unipi.planner.pipeline import UniPiPipeline
     from unipi.planner.text import TextEncoder
 
     torch.set_num_threads(threads)
-    p = PlannerConfig()
-    enc = TextEncoder("minilm")
-    pipe = UniPiPipeline(enc, make_unet("base", p, SIZE, enc.dim).eval(),
-                         make_unet("tsr", p, SIZE, enc.dim).eval(),
+    cfg = load_config(config)
+    p, (h, w) = cfg.planner, cfg.env.image_size
+    enc = TextEncoder.from_config(cfg.text_encoder)
+    pipe = UniPiPipeline(enc, make_unet("base", p, h, enc.dim).eval(),
+                         make_unet("tsr", p, h, enc.dim).eval(),
                          make_sampling_scheduler(p.sampling.scheduler, p.diffusion), p)
-    image = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    image = np.full((h, w, 3), 128, np.uint8)
     instruction = "put the red block in the blue bowl"
     pipe(image, instruction, num_inference_steps=2)  # warm-up, caches the instruction
     times = []
@@ -118,18 +122,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--plan-steps", type=int, default=20, help="sampling steps per stage")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config of our U-Nets")
     args = parser.parse_args()
 
     rows = {}
     for name in ("ours", "unet3d"):
-        rows[name] = _run(_train_step_worker, name, args.batch, args.threads, args.steps)
+        rows[name] = _run(_train_step_worker, name, args.batch, args.threads, args.steps,
+                          args.config)
         _, params, sec, rss = rows[name]
         print(f"train step {name:>6}: {params=:,} batch={args.batch} {FRAMES}x{SIZE}x{SIZE} "
               f"threads={args.threads}: {sec:.3f} s/step, peak RSS {rss:,.0f} MB", flush=True)
     ratio = rows["unet3d"][2] / rows["ours"][2]
     print(f"speed-up over UNet3DConditionModel: {ratio:.2f}x (goal >= 3x)")
 
-    _, shape, sec, rss = _run(_plan_worker, args.threads, args.plan_steps)
+    _, shape, sec, rss = _run(_plan_worker, args.threads, args.plan_steps, args.config)
     print(f"full plan (keyframes + TSR, {args.plan_steps} steps each, guidance 2.0, "
           f"threads={args.threads}): {sec:.2f} s for videos {shape}, peak RSS {rss:,.0f} MB "
           "(goal < 2 s)")

@@ -1,6 +1,7 @@
 """Simulated tabletop environments for UniPi (MuJoCo + Gymnasium).
 
-Importing this package registers ``unipi/Place-v0`` and ``unipi/Relation-v0``::
+Importing this package registers ``unipi/Place-v0`` and ``unipi/Relation-v0`` (and
+``unipi/MetaWorld-v0``, see ``envs.metaworld``)::
 
     import envs, gymnasium
     env = gymnasium.make("unipi/Place-v0", render_mode="rgb_array", image_size=(32, 32))
@@ -36,6 +37,11 @@ for _family, _env_id in ENV_IDS.items():
             max_episode_steps=MAX_EPISODE_STEPS,
         )
 
+# unipi/MetaWorld-v0 and unipi/MetaWorld-<task>-v0; making one needs the metaworld extra
+from envs.metaworld import make_metaworld_env, register_envs  # noqa: E402
+
+register_envs()
+
 
 def make_env(family: str, **kwargs) -> gymnasium.Env:
     """``gymnasium.make`` for a family ("place" | "relation"); kwargs go to TabletopEnv."""
@@ -52,6 +58,7 @@ __all__ = [
     "RELATIONS",
     "Task",
     "make_env",
+    "make_metaworld_env",
     "parse_instruction",
     "split_of",
     "tasks_in_split",

@@ -39,6 +39,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
+from envs.camera import PinholeCamera  # noqa: E402
 from envs.tasks import (  # noqa: E402
     COLOURS,
     FAMILIES,
@@ -350,6 +351,12 @@ class TabletopEnv(gym.Env):
             "commanded": self.commanded_position(),
             "holding": holding,
         }
+
+    def camera(self, size: tuple[int, int] | None = None) -> PinholeCamera:
+        """The observation camera as a pinhole model, for images of ``size`` (H, W)
+        (default: the observation size)."""
+        h, w = self.image_size if size is None else size
+        return PinholeCamera.from_mujoco(self.model, self.data, self._camera, h, w)
 
     def target_position(self) -> np.ndarray:
         """(3,) where the task's block centre should rest to satisfy the instruction."""

@@ -1,8 +1,8 @@
 """Train the inverse-dynamics model on the labelled demonstrations.
 
-    unipi train idm --config configs/place.yaml --out runs/idm
+    unipi train idm --config configs/tabletop.yaml --out runs/idm
     python -c "from unipi.config import load_config; from inverse_dynamics.train import \
-train_idm; train_idm(load_config('configs/place.yaml'), 'runs/idm')"
+train_idm; train_idm(load_config('configs/tabletop.yaml'), 'runs/idm')"
 
 Writes into ``out_dir``::
 
@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from inverse_dynamics.model import InverseDynamicsModel
 from unipi.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from unipi.model_card import hardware_summary
 
 logger = logging.getLogger(__name__)
 
@@ -184,19 +186,26 @@ def train_idm(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.idm.lr, weight_decay=cfg.idm.weight_decay
     )
-    if resume:
-        step = int(load_checkpoint(ckpt_dir, model, optimizer)["step"])
+    wall0 = 0.0
+    if resume and ckpt_dir.is_dir():
+        state0 = load_checkpoint(ckpt_dir, model, optimizer)
+        step, wall0 = int(state0["step"]), float(state0.get("wall_seconds", 0.0))
         logger.info(f"resumed IDM from {str(ckpt_dir)!r} at {step=}")
     else:
+        if resume:
+            logger.info(f"resume: no checkpoint at {str(ckpt_dir)!r}; starting at step 0")
         step = 0
         model.set_action_stats(*action_stats(train_set))
+    t0 = time.perf_counter()
     num_params = model.num_parameters()
     logger.info(f"IDM {num_params=:,} chunk={model.config.chunk} train_pairs={len(train_set):,}")
 
     # 2. the loop; batch `s` comes from generator (seed, s)
     sampler = _StepBatches(len(train_set), cfg.idm.batch_size, cfg.seed, step, stop)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.idm.workers)
-    state = lambda: {"step": step, "config": config_to_dict(cfg)}  # noqa: E731
+    state = lambda: {"step": step, "config": config_to_dict(cfg),  # noqa: E731
+                     "wall_seconds": wall0 + time.perf_counter() - t0,
+                     "hardware": hardware_summary()}
     model.train()
     loss_value = float("nan")
     for batch in tqdm(loader, total=len(sampler), initial=0, desc="idm", leave=False):
@@ -210,7 +219,9 @@ def train_idm(
 
     # 3. export and report held-out error
     model.save_pretrained(out_dir / "idm")
-    metrics = {"step": step, "train_loss": loss_value, "num_params": num_params}
+    metrics = {"step": step, "train_loss": loss_value, "num_params": num_params,
+               "train_pairs": len(train_set), "wall_seconds": state()["wall_seconds"],
+               "hardware": hardware_summary()}
     val = evaluate_idm(model, val_set) if len(val_set) else {}
     if not val:
         logger.warning("no validation pairs (too few labelled episodes); no action error")

@@ -82,3 +82,19 @@ def test_missing_model_folder_is_one_line(tmp_path, capsys):
                  "--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "config.json" in err
+
+
+def test_export_writes_a_model_card_that_takes_results(model_dir, tmp_path):
+    facts = json.loads((model_dir / "training.json").read_text())
+    assert set(facts["stages"]) == {"base", "tsr", "idm"}
+    assert facts["stages"]["base"]["step"] == 2 and facts["stages"]["base"]["wall_seconds"] > 0
+    assert facts["data"]["episodes"] == 4
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert "## Training" in card and "CPU cores" in card
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--env", "place", "--split", "seen", "--episodes", "1", "--model",
+                 str(model_dir), "--out", str(out), "--video-episodes", "0"]) == 0
+    assert main(["card", "--model", str(model_dir), "--eval", str(out / "eval_info.json")]) == 0
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert "## Closed-loop success" in card and "| unipi | place | seen |" in card

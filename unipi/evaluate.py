@@ -1,6 +1,6 @@
 """Success rate of an agent (or the scripted expert) per task family and split.
 
-    unipi eval --config configs/place.yaml --planner runs/planner --idm runs/idm/idm
+    unipi eval --env place --split novel --episodes 50 --model MODEL_DIR
     python -c "from unipi.evaluate import evaluate; ..."   # see evaluate()
 
 Episode ``i`` of cell (family, split) uses the evaluation seed ``cell_seed(family,

@@ -61,6 +61,7 @@ def export_model_dir(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     import shutil
 
     from unipi.checkpoint import atomic_write_dir
+    from unipi.model_card import training_facts, write_model_card
     from unipi.planner.train import export_pipeline
 
     run, out = Path(run), Path(out)
@@ -81,5 +82,8 @@ def export_model_dir(run: str | os.PathLike, out: str | os.PathLike) -> Path:
         for extra in ("idm_metrics.json",):
             if (run / extra).is_file():
                 shutil.copy(run / extra, tmp / extra)
+        cfg = config_from_dict(json.loads(base_cfg.read_text()))
+        (tmp / "training.json").write_text(json.dumps(training_facts(run, cfg), indent=2))
+        write_model_card(tmp)
 
     return atomic_write_dir(out, write)

@@ -27,8 +27,8 @@ def _require(ok: bool, key: str, value: Any, accepted: str) -> None:
 
 
 def _check_resolutions(key: str, values: Sequence[int]) -> None:
-    ok = all(int(v) >= 1 and (int(v) & (int(v) - 1)) == 0 for v in values)
-    _require(ok, key, list(values), "each must be a power of two, e.g. [16, 8]")
+    ok = all(int(v) >= 1 for v in values)
+    _require(ok, key, list(values), "each must be a positive feature-map height, e.g. [16, 8]")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class UNetConfig:
     cross_attention_resolutions: list[int] = field(default_factory=lambda: [16, 8])
     head_dim: int = 16
     norm_groups: int = 8
+    text_film: bool = False  # pooled instruction features modulate every ResBlock
 
     def validate(self, prefix: str) -> None:
         ok = len(self.channels) >= 1 and all(c >= 1 for c in self.channels)
@@ -87,6 +88,9 @@ class DiffusionConfig:
     motion_weight: float = 5.0  # extra weight on pixels that differ from frame 0
     motion_threshold: float = 0.05  # |x_f - x_0| in [-1, 1] units (0.05 ~ 6/255)
     text_dropout: float = 0.1  # classifier-free guidance: probability of no text
+    # Diffuse the change from the first frame, x_f - x_0, instead of x_f: static pixels
+    # are exactly 0, so the model spends nothing on copying the scene.
+    residual: bool = False
 
     def validate(self, prefix: str) -> None:
         _require(self.prediction_type in PREDICTIONS, f"{prefix}.prediction_type",
@@ -194,6 +198,23 @@ class PlannerConfig:
         self.diffusion.validate("planner.diffusion")
         self.sampling.validate("planner.sampling")
         self.train.validate("planner.train")
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Refuse U-Net settings that the frames (height, width) cannot have."""
+        for stage in ("base", "tsr"):
+            net = getattr(self, stage)
+            factor = net.patch_size * 2 ** (len(net.channels) - 1)
+            _require(height % factor == 0 and width % factor == 0, f"planner.{stage}.channels",
+                     net.channels, f"{len(net.channels)} levels with patch_size="
+                     f"{net.patch_size} need H and W divisible by {factor}; env.image_size="
+                     f"{[height, width]}")
+            levels = [height // net.patch_size // 2**i for i in range(len(net.channels))]
+            for name in ("spatial", "temporal", "cross"):
+                key = f"{name}_attention_resolutions"
+                bad = [r for r in getattr(net, key) if r not in levels]
+                _require(not bad, f"planner.{stage}.{key}", getattr(net, key),
+                         f"each must be a feature-map height of this U-Net, one of {levels} "
+                         f"(env.image_size={[height, width]})")
 
     @property
     def num_frames(self) -> int:

@@ -5,6 +5,10 @@ Notation (Ho et al. 2020; Salimans & Ho 2022 for v):
     abar_t = ``alphas_cumprod[t]``; x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps;
     v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0; SNR(t) = abar_t / (1 - abar_t).
 
+Residual target (``diffusion.residual``). The diffused quantity is then the change from
+the first frame, d = x - x_0 (range [-2, 2]); conditioning stays in image space, and
+``from_target`` adds x_0 back after sampling.
+
 Known frames. The frames the planner is given are excluded from the loss and, while
 sampling, replaced at every step by the given frames noised to the current level:
 frame 0 (the observation) in the base stage unless ``conditioning: none``; the
@@ -49,6 +53,22 @@ def upsample_time(coarse: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.cat([mixed, coarse[:, :, -1:]], dim=2)
 
 
+def to_target(video: torch.Tensor, first: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
+    """Image-space video (B, 3, F, H, W) -> what is diffused (the same, or minus the
+    first frame ``first`` (B, 3, H, W) when ``cfg.residual``)."""
+    return video - first[:, :, None] if cfg.residual else video
+
+
+def from_target(x: torch.Tensor, first: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
+    """Inverse of ``to_target``, clamped to the image range [-1, 1]."""
+    return (x + first[:, :, None] if cfg.residual else x).clamp(-1, 1)
+
+
+def target_range(cfg: DiffusionConfig) -> float:
+    """Largest magnitude of a diffused value: 1 for images, 2 for differences."""
+    return 2.0 if cfg.residual else 1.0
+
+
 # ------------------------------------------------------------------------ stage layout
 def cond_channels(stage: str, cfg: PlannerConfig) -> int:
     """Extra input channels: tiled observation (3) and, for TSR, the coarse video (3)."""
@@ -75,11 +95,13 @@ def make_condition(stage: str, cfg: PlannerConfig, first: torch.Tensor, num_fram
 
 
 def split_clip(video: torch.Tensor, stage: str, cfg: PlannerConfig):
-    """A training clip x0 (B, 3, F, H, W) -> (cond, known frame indices)."""
+    """A training clip (B, 3, F, H, W) in image space -> (x0, cond, known frame indices),
+    x0 being the clip in the diffused space (``to_target``)."""
     num_frames = video.shape[2]
     coarse = video[:, :, :: cfg.tsr_factor] if stage == "tsr" else None
     cond = make_condition(stage, cfg, video[:, :, 0], num_frames, coarse)
-    return cond, known_frames(stage, cfg, num_frames)
+    x0 = to_target(video, video[:, :, 0], cfg.diffusion)
+    return x0, cond, known_frames(stage, cfg, num_frames)
 
 
 def make_unet(stage: str, cfg: PlannerConfig, sample_size: int, text_dim: int) -> SpaceTimeUNet:
@@ -91,7 +113,7 @@ def make_unet(stage: str, cfg: PlannerConfig, sample_size: int, text_dim: int) -
         temporal_attention_resolutions=tuple(net.temporal_attention_resolutions),
         cross_attention_resolutions=tuple(net.cross_attention_resolutions),
         text_dim=text_dim, head_dim=net.head_dim, norm_groups=net.norm_groups,
-        patch_size=net.patch_size,
+        patch_size=net.patch_size, text_film=net.text_film,
     )
 
 
@@ -105,7 +127,7 @@ def make_sampling_scheduler(name: str, cfg: DiffusionConfig):
     common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                   prediction_type=cfg.prediction_type, timestep_spacing="trailing")
     if name == "ddim":
-        return DDIMScheduler(**common, clip_sample=True, clip_sample_range=1.0)
+        return DDIMScheduler(**common, clip_sample=True, clip_sample_range=target_range(cfg))
     if name == "dpmsolver++":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++")
     raise ValueError(f"planner.sampling.scheduler={name!r}: must be one of {tuple(SAMPLERS)}")
@@ -165,17 +187,43 @@ def diffusion_loss(unet, scheduler: DDPMScheduler, x0, cond, text, mask, known: 
 
 
 # ------------------------------------------------------------------------------ sampling
+class _Denoiser:
+    """One model output at step ``t``: x (B, 3, F, H, W) -> v or eps (B, 3, F, H, W),
+    with classifier-free guidance of scale ``guidance_scale`` (None = off; then text,
+    mask and cond hold B rows, else 2B: conditional, then unconditional)."""
+
+    def __init__(self, unet, scheduler, t, text, mask, cond, guidance_scale: float | None):
+        self.unet, self.scheduler, self.t = unet, scheduler, t
+        self.text, self.mask, self.cond, self.scale = text, mask, cond, guidance_scale
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        guided = self.scale is not None
+        inp = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, self.t)
+        out = self.unet(inp, self.t, self.text, self.mask, self.cond)
+        if guided:
+            out_c, out_u = out.chunk(2)
+            out = out_u + self.scale * (out_c - out_u)
+        return out
+
+
 @torch.no_grad()
 def sample_video(unet, scheduler, shape, cond, text, mask, known: list[int],
                  known_values: torch.Tensor | None, guidance_scale: float, steps: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Denoise from pure noise to (B, 3, F, H, W) in [-1, 1].
+                 generator: torch.Generator | None = None, clip: float = 1.0,
+                 constraints=None) -> torch.Tensor:
+    """Denoise from pure noise to (B, 3, F, H, W) in [-clip, clip] (the diffused space).
 
     ``known_values`` (B, 3, len(known), H, W) are imposed on frames ``known`` at every
     step (noised to the step's level) and exactly at the end. With guidance_scale != 1
     the conditional and unconditional passes run as one batch of 2B.
+
+    ``constraints`` (``unipi.planner.constraints.StageConstraints``): frames it pins
+    join the known frames; its guidance terms change each step's model output. None
+    runs the unconstrained loop.
     """
     device = text.device
+    if constraints is not None:
+        known, known_values = constraints.with_pins(known, known_values)
     scheduler.set_timesteps(steps, device=device)
     x = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
     guided = guidance_scale != 1.0
@@ -187,12 +235,11 @@ def sample_video(unet, scheduler, shape, cond, text, mask, known: list[int],
         if known:
             noise = torch.randn(known_values.shape, generator=generator).to(device)
             x[:, :, known] = scheduler.add_noise(known_values, noise, t.reshape(1))
-        inp = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
-        out = unet(inp, t, text, mask, cond)
-        if guided:
-            out_c, out_u = out.chunk(2)
-            out = out_u + guidance_scale * (out_c - out_u)
+        denoise = _Denoiser(unet, scheduler, t, text, mask, cond,
+                            guidance_scale if guided else None)
+        out = denoise(x) if constraints is None else constraints.guided_output(
+            denoise, x, t, scheduler)
         x = scheduler.step(out, t, x, generator=generator).prev_sample
     if known:
         x[:, :, known] = known_values
-    return x.clamp(-1, 1)
+    return x.clamp(-clip, clip)

@@ -25,8 +25,10 @@ from diffusers.utils import BaseOutput
 from omegaconf import OmegaConf
 
 from unipi.planner.config import PlannerConfig
+from unipi.planner.constraints import Constraint, StageConstraints, make_constraints
 from unipi.planner.diffusion import (
-    SAMPLERS, known_frames, make_condition, sample_video, to_model_space, to_uint8,
+    SAMPLERS, from_target, known_frames, make_condition, sample_video, target_range,
+    to_model_space, to_target, to_uint8,
 )
 from unipi.planner.text import TextEncoder
 from unipi.planner.unet import SpaceTimeUNet
@@ -52,6 +54,26 @@ def _images(image) -> torch.Tensor:
                          f"got {image.dtype} {image.shape}")
     image = image[None] if image.ndim == 3 else image
     return to_model_space(image[:, None])[:, :, 0]
+
+
+def sample_keyframes(unet: SpaceTimeUNet, scheduler, planner: PlannerConfig, first, text, mask,
+                     steps: int, guidance: float, generator,
+                     constraints: list[Constraint] | None = None) -> torch.Tensor:
+    """The base stage alone: first (B, 3, H, W) in [-1, 1], text (B, L, D), mask (B, L)
+    -> keyframes (B, 3, K, H, W) in [-1, 1] (all F frames when there is no hierarchy).
+
+    ``constraints`` (``unipi.planner.constraints``, image space) act on these frames:
+    a goal pins the last one."""
+    p, d = planner, planner.diffusion
+    f = p.num_keyframes if p.hierarchy else p.num_frames
+    b, _, h, w = first.shape
+    known = known_frames("base", p, f)
+    bound = StageConstraints(constraints, first, f, d) if constraints else None
+    x = sample_video(
+        unet, scheduler, (b, 3, f, h, w), make_condition("base", p, first, f), text, mask,
+        known, to_target(first[:, :, None], first, d) if known else None, guidance, steps,
+        generator, clip=target_range(d), constraints=bound)
+    return from_target(x, first, d)
 
 
 class UniPiPipeline(DiffusionPipeline):
@@ -108,33 +130,39 @@ class UniPiPipeline(DiffusionPipeline):
         features, mask = self.text_encoder.encode(texts * (batch // len(texts)))
         return features.to(self.base_unet.device), mask.to(self.base_unet.device)
 
-    def generate_keyframes(self, first, text, mask, steps, guidance, generator):
+    def generate_keyframes(self, first, text, mask, steps, guidance, generator,
+                           constraints: list[Constraint] | None = None):
         """first (B, 3, H, W) -> keyframes (B, 3, K, H, W) (all frames if no hierarchy)."""
-        p = self.planner
-        f = p.num_keyframes if p.hierarchy else p.num_frames
-        b, _, h, w = first.shape
-        known = known_frames("base", p, f)
-        return sample_video(
-            self.base_unet, self.scheduler, (b, 3, f, h, w),
-            make_condition("base", p, first, f), text, mask, known,
-            first[:, :, None] if known else None, guidance, steps, generator)
+        return sample_keyframes(self.base_unet, self.scheduler, self.planner, first, text, mask,
+                                steps, guidance, generator, constraints)
 
     def super_resolve(self, keyframes, text, mask, steps, guidance, generator):
         """keyframes (B, 3, K, H, W) -> video (B, 3, (K - 1) * f + 1, H, W)."""
-        p = self.planner
+        p, d = self.planner, self.planner.diffusion
         b, _, k, h, w = keyframes.shape
         f = (k - 1) * p.tsr_factor + 1
-        cond = make_condition("tsr", p, keyframes[:, :, 0], f, keyframes)
-        return sample_video(self.tsr_unet, self.scheduler, (b, 3, f, h, w), cond, text, mask,
-                            known_frames("tsr", p, f), keyframes, guidance, steps, generator)
+        first = keyframes[:, :, 0]
+        cond = make_condition("tsr", p, first, f, keyframes)
+        x = sample_video(self.tsr_unet, self.scheduler, (b, 3, f, h, w), cond, text, mask,
+                         known_frames("tsr", p, f), to_target(keyframes, first, d), guidance,
+                         steps, generator, clip=target_range(d))
+        return from_target(x, first, d)
 
     @torch.no_grad()
     def __call__(self, image, instruction: str | list[str], num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                 return_keyframes: bool = False) -> UniPiPipelineOutput:
+                 return_keyframes: bool = False, goal_image=None, goal_guidance: float = 0.0,
+                 guide=None, guide_weight: float = 0.0,
+                 guide_target: int | str | None = None) -> UniPiPipelineOutput:
         """image uint8 (H, W, 3) or (B, H, W, 3); instruction: one string or B strings.
 
         Returns videos uint8 (B, F, H, W, 3) with frame 0 equal to ``image``.
+
+        Behaviour modulation (``unipi.planner.constraints``), none by default:
+        ``goal_image`` uint8 (H, W, 3) or (B, H, W, 3) pins the last frame (with
+        reconstruction guidance of weight ``goal_guidance`` if > 0); ``guide``, a
+        differentiable frame classifier, steers the last frame toward class
+        ``guide_target`` (index or name) with weight ``guide_weight``.
         """
         steps = num_inference_steps or self.planner.sampling.num_inference_steps
         guidance = self.planner.sampling.guidance_scale if guidance_scale is None else guidance_scale
@@ -142,9 +170,13 @@ class UniPiPipeline(DiffusionPipeline):
         # 1. the observation and the instruction
         first = _images(image).to(self.base_unet.device)
         text, mask = self._encode(instruction, first.shape[0])
+        constraints = make_constraints(
+            first.shape[0], tuple(first.shape[-2:]), first.device, goal_image, goal_guidance,
+            guide, guide_weight, guide_target)
 
-        # 2. keyframes, then the frames between them
-        keyframes = self.generate_keyframes(first, text, mask, steps, guidance, generator)
+        # 2. keyframes (constrained), then the frames between them (the last is known)
+        keyframes = self.generate_keyframes(first, text, mask, steps, guidance, generator,
+                                            constraints)
         keyframes[:, :, 0] = first
         video = keyframes
         if self.planner.hierarchy:

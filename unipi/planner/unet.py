@@ -122,6 +122,8 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     """Denoiser ``(sample, timestep, text, cond) -> (B, out_channels, F, H, W)``.
 
     ``cond_channels`` extra input channels hold the conditioning frames (0 = none).
+    ``text_film`` adds the mean text feature to the timestep embedding (as Imagen adds
+    its pooled text embedding), besides cross-attention.
     With ``patch_size`` p, p x p pixels are folded into channels at the input (and
     unfolded at the output); resolution lists (``*_attention_resolutions``) refer to the
     feature maps, ``sample_size // p // 2**level``.
@@ -143,12 +145,18 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
         head_dim: int = 16,
         norm_groups: int = 8,
         patch_size: int = 1,
+        text_film: bool = False,
     ):
         super().__init__()
         emb_dim = 4 * channels[0]
         self.time_mlp = nn.Sequential(
             nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        # the mean of the instruction's token features joins the timestep embedding, so
+        # every ResBlock's scale and shift (FiLM) can depend on what was asked
+        self.text_mlp = nn.Sequential(
+            nn.Linear(text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        ) if text_film else None
         self.null_text = nn.Parameter(torch.zeros(1, 1, text_dim))  # always attendable
         cin = (in_channels + cond_channels) * patch_size**2  # pixels folded into channels
         self.conv_in = nn.Conv2d(cin, channels[0], 3, padding=1)
@@ -198,6 +206,11 @@ class SpaceTimeUNet(ModelMixin, ConfigMixin):
     def _embed(self, timestep, text, text_mask):
         emb = self.time_mlp(get_timestep_embedding(timestep, self.config.channels[0]))
         b = text.shape[0]
+        if self.text_mlp is not None:
+            weights = (torch.ones(text.shape[:2], device=text.device) if text_mask is None
+                       else text_mask.to(text.dtype))
+            pooled = (text * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+            emb = emb + self.text_mlp(pooled)
         text = torch.cat([self.null_text.expand(b, -1, -1).to(text.dtype), text], dim=1)
         if text_mask is None:
             return emb, text, None
