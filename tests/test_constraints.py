@@ -104,7 +104,7 @@ def test_guidance_raises_the_target_log_probability(text_encoder):
         assert logp(runs[1], target) > logp(runs[0], target)
 
 
-@pytest.mark.parametrize("ptype", ["v_prediction", "epsilon"])
+@pytest.mark.parametrize("ptype", ["v_prediction", "epsilon", "sample"])
 def test_x0_and_model_output_are_inverse(ptype):
     g = torch.Generator().manual_seed(0)
     x_t, out = torch.randn(2, 3, 4, 8, 8, generator=g), torch.randn(2, 3, 4, 8, 8, generator=g)

@@ -159,6 +159,30 @@ def test_residual_target_round_trip():
                                            video[:, :, 0], d), video)
 
 
+def test_sample_prediction_targets_x0_with_truncated_min_snr():
+    from diffusers import DDPMScheduler
+
+    from unipi.planner.diffusion import diffusion_loss, snr_weights
+
+    d = load_config(None, ["planner.diffusion.prediction_type=sample",
+                           "planner.diffusion.snr_gamma=5", "planner.diffusion.motion_weight=0",
+                           "planner.diffusion.text_dropout=0"]).planner.diffusion
+    abar = torch.tensor([0.001, 0.5, 0.8, 0.999])  # SNR ~0.001, 1, 4, 999
+    torch.testing.assert_close(snr_weights(abar, d), torch.tensor([1.0, 1.0, 4.0, 5.0]),
+                               rtol=1e-3, atol=1e-3)
+
+    class Oracle(torch.nn.Module):  # predicts the clean clip: the loss must be 0
+        def forward(self, x_t, t, text, mask, cond):
+            return x0
+
+    x0 = torch.rand(2, 3, 4, SIZE, SIZE) * 2 - 1
+    scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type="sample")
+    loss, _ = diffusion_loss(Oracle(), scheduler, x0, None, torch.zeros(2, 3, 8),
+                             torch.ones(2, 3, dtype=torch.bool), [0], d,
+                             torch.Generator().manual_seed(0))
+    assert loss.item() == 0.0
+
+
 def test_single_image_and_string(text_encoder):
     out = make_pipe(text_encoder)(images(1)[0], "move the square left", num_inference_steps=2)
     assert out.videos.shape == (1, 7, SIZE, SIZE, 3)
@@ -190,6 +214,7 @@ def test_save_load_round_trip(text_encoder, tmp_path):
 @pytest.mark.parametrize("overrides, frames", [
     (["planner.diffusion.residual=true"], 7),
     (["planner.diffusion.residual=true", "planner.base.text_film=true"], 7),
+    (["planner.diffusion.residual=true", "planner.diffusion.prediction_type=sample"], 7),
     (["planner.conditioning=replace"], 7),
     (["planner.conditioning=none"], 7),
     (["planner.hierarchy=false"], 7),
@@ -208,7 +233,7 @@ def test_ablations_run(text_encoder, overrides, frames):
     ("planner.frame_stride=3", "planner.frame_stride"),
     ("planner.base.channels=[12,24]", "planner.base.channels"),
     ("planner.tsr.spatial_attention_resolutions=[6]", "planner.tsr.spatial_attention_resolutions"),
-    ("planner.diffusion.prediction_type=sample", "planner.diffusion.prediction_type"),
+    ("planner.diffusion.prediction_type=x0", "planner.diffusion.prediction_type"),
     ("planner.sampling.scheduler=euler", "planner.sampling.scheduler"),
     ("planner.train.ema_decay=1.5", "planner.train.ema_decay"),
     ("text_encoder.type=clip", "text_encoder.type"),

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 TEXT_ENCODERS = ("minilm", "t5")
 CONDITIONINGS = ("tile", "replace", "none")
-PREDICTIONS = ("v_prediction", "epsilon")
+PREDICTIONS = ("v_prediction", "epsilon", "sample")  # sample = x0
 SCHEDULERS = ("ddim", "dpmsolver++")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
@@ -83,8 +83,12 @@ class DiffusionConfig:
 
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # cosine schedule
-    prediction_type: str = "v_prediction"  # v_prediction | epsilon
-    snr_gamma: float = 5.0  # min-SNR-gamma loss weight; 0 = off
+    # v_prediction | epsilon | sample (the clean clip x0 itself: with ``residual`` a
+    # static pixel's target is exactly 0, whatever the noise)
+    prediction_type: str = "v_prediction"
+    # min-SNR-gamma loss weight (0 = off); for ``sample``, truncated as well: the x0
+    # error is weighted clamp(SNR, 1, gamma), so high-noise steps keep weight 1
+    snr_gamma: float = 5.0
     motion_weight: float = 5.0  # extra weight on pixels that differ from frame 0
     motion_threshold: float = 0.05  # |x_f - x_0| in [-1, 1] units (0.05 ~ 6/255)
     text_dropout: float = 0.1  # classifier-free guidance: probability of no text

@@ -209,18 +209,22 @@ def _device_of(module, default):
 # ------------------------------------------------------------------ inside sampling
 def predicted_x0(out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor,
                  prediction_type: str) -> torch.Tensor:
-    """The model output (v or eps) at x_t -> its clean prediction x0_hat."""
+    """The model output (v, eps or x0) at x_t -> its clean prediction x0_hat."""
     if prediction_type == "v_prediction":
         return abar.sqrt() * x_t - (1 - abar).sqrt() * out
     if prediction_type == "epsilon":
         return (x_t - (1 - abar).sqrt() * out) / abar.sqrt()
+    if prediction_type == "sample":
+        return out
     raise ValueError(f"prediction_type={prediction_type!r}: guidance supports "
-                     "'v_prediction' and 'epsilon'")
+                     "'v_prediction', 'epsilon' and 'sample'")
 
 
 def output_from_x0(x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor,
                    prediction_type: str) -> torch.Tensor:
-    """Inverse of ``predicted_x0``: the v or eps that predicts ``x0`` at ``x_t``."""
+    """Inverse of ``predicted_x0``: the v, eps or x0 that predicts ``x0`` at ``x_t``."""
+    if prediction_type == "sample":
+        return x0
     eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
     if prediction_type == "epsilon":
         return eps

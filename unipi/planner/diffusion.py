@@ -141,11 +141,18 @@ def motion_weights(x0: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
 
 
 def snr_weights(abar: torch.Tensor, cfg: DiffusionConfig) -> torch.Tensor:
-    """min-SNR-gamma (Hang et al. 2023), expressed for the chosen prediction target."""
+    """min-SNR-gamma (Hang et al. 2023), expressed for the chosen prediction target.
+
+    v and eps: the x0 error gets weight min(SNR, gamma). sample (x0): clamp(SNR, 1,
+    gamma), min-SNR with Salimans & Ho's (2022) truncation at 1, so that the
+    high-noise steps, where a plan's layout is decided, are not weighted toward 0.
+    """
     if cfg.snr_gamma <= 0:
         return torch.ones_like(abar)
     snr = abar / (1 - abar)
     clipped = snr.clamp(max=cfg.snr_gamma)
+    if cfg.prediction_type == "sample":
+        return clipped.clamp(min=min(1.0, cfg.snr_gamma))
     return clipped / (snr + 1) if cfg.prediction_type == "v_prediction" else clipped / snr
 
 
@@ -169,7 +176,8 @@ def diffusion_loss(unet, scheduler: DDPMScheduler, x0, cond, text, mask, known: 
     t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=generator).to(device)
     eps = torch.randn(x0.shape, generator=generator).to(device)
     x_t = scheduler.add_noise(x0, eps, t)
-    target = scheduler.get_velocity(x0, eps, t) if cfg.prediction_type == "v_prediction" else eps
+    target = {"v_prediction": lambda: scheduler.get_velocity(x0, eps, t),
+              "epsilon": lambda: eps, "sample": lambda: x0}[cfg.prediction_type]()
 
     # 2. predict, with the instruction dropped for some samples
     text, mask = drop_text(text, mask, cfg.text_dropout, generator)
