@@ -5,6 +5,9 @@ Importing this package registers ``unipi/Place-v0`` and ``unipi/Relation-v0`` (a
 
     import envs, gymnasium
     env = gymnasium.make("unipi/Place-v0", render_mode="rgb_array", image_size=(32, 32))
+
+or, without the import, ``gymnasium.make("envs:unipi/Place-v0", ...)`` (gymnasium
+imports the module named before the colon).
 """
 
 from __future__ import annotations

@@ -226,3 +226,15 @@ def test_frames_show_the_suction_command():
     off, *_ = env.step(np.zeros(4, np.float32))
     on, *_ = env.step(np.array([0, 0, 0, 1], np.float32))
     assert np.abs(on["image"].astype(int) - off["image"].astype(int)).max() > 100
+
+
+def test_make_by_module_prefix_needs_no_import():
+    """``gymnasium.make("envs:unipi/Place-v0")`` imports the package that registers it."""
+    import subprocess
+    import sys
+
+    code = ("import gymnasium; env = gymnasium.make('envs:unipi/Relation-v0', "
+            "image_size=(16, 16)); print(env.reset(seed=0)[0]['image'].shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "(16, 16, 3)"
