@@ -102,6 +102,22 @@ def test_tiled_first_frame_reaches_every_frame():
     assert (per_frame > 1e-4).all(), per_frame
 
 
+@pytest.mark.parametrize("stage", ["base", "tsr"])
+def test_make_condition_tiles_the_observation_on_every_frame(stage):
+    from unipi.planner.diffusion import make_condition
+
+    p = load_config(None, tiny_overrides(SIZE)).planner
+    first = torch.rand(2, 3, SIZE, SIZE)
+    coarse = torch.rand(2, 3, 4, SIZE, SIZE) if stage == "tsr" else None
+    cond = make_condition(stage, p, first, 7, coarse)
+    tiled = cond[:, -3:]  # the observation's channels come last
+    assert cond.shape == (2, 6 if stage == "tsr" else 3, 7, SIZE, SIZE)
+    for f in range(7):
+        torch.testing.assert_close(tiled[:, :, f], first)
+    replaced = load_config(None, tiny_overrides(SIZE) + ["planner.conditioning=replace"])
+    assert make_condition("base", replaced.planner, first, 7) is None  # not tiled
+
+
 def test_text_film_makes_every_block_depend_on_the_instruction():
     net = tiny_unet(text_film=True, cross_attention_resolutions=())
     x, t, text, mask, cond = unet_inputs()
