@@ -40,7 +40,7 @@ def _wait_for(path, n, timeout=60):
 
 
 def test_killed_collection_resumes_to_the_same_dataset(tmp_path):
-    args = ["--env", "all", "--episodes", "6", "--episode-steps", "40"]
+    args = ["--env", "all", "--episodes", "30", "--episode-steps", "40"]
     straight = tmp_path / "straight"
     assert main(["collect", *args, "--out", str(straight)]) == 0
 
@@ -52,7 +52,7 @@ def test_killed_collection_resumes_to_the_same_dataset(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = len(list((killed / "episodes").glob("seed_*.parquet")))
-    assert 2 <= partial <= 6
+    assert 2 <= partial < 30  # killed part-way: the re-run below has work left to do
     EpisodeStore(killed)  # what is there is whole and readable
 
     assert main(["collect", *args, "--out", str(killed)]) == 0
