@@ -54,6 +54,15 @@ def test_clip_dataset_stride_and_clamp(dataset):
     assert item["instruction"].startswith("place the red block")
 
 
+def test_clip_dataset_max_start(dataset):
+    root, _ = dataset
+    clips = ClipDataset(root, num_frames=4, stride=3, max_start=4)
+    assert len(clips) == 5 * 4
+    assert [clips[i]["video"][0, 0, 0, 0].item() for i in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="max_start=0"):
+        ClipDataset(root, num_frames=4, stride=3, max_start=0)
+
+
 def test_pair_dataset_uses_labelled_only_and_splits_by_episode(dataset):
     root, eps = dataset
     train = PairDataset(root, stride=4, subset="train", val_fraction=0.34)

@@ -83,7 +83,8 @@ class ClipDataset(Dataset):
 
     Item ``i`` is a fixed (episode, start) pair, so shuffling is up to the sampler and
     a seeded sampler gives the same batches. Starts run over every ``start_every``-th
-    step of each episode; frames past the end repeat the last one (the scene at rest).
+    step of each episode, below ``max_start`` if given; frames past the end repeat the
+    last one (the scene at rest).
 
     Returns dicts ``{"video": uint8 (F, H, W, 3), "instruction": str}``.
     """
@@ -96,15 +97,18 @@ class ClipDataset(Dataset):
         families: Sequence[str] | None = None,
         split: str | None = "seen",
         start_every: int = 1,
+        max_start: int | None = None,
     ) -> None:
         if num_frames < 1 or stride < 1 or start_every < 1:
             raise ValueError(f"{num_frames=}, {stride=}, {start_every=}: each must be >= 1")
+        if max_start is not None and max_start < 1:
+            raise ValueError(f"{max_start=}: must be >= 1 (None: every step)")
         self.store = _as_store(data, families=families, split=split)
         self.num_frames, self.stride = num_frames, stride
         self.items = [
             (e, t)
             for e, ep in enumerate(self.store.episodes)
-            for t in range(0, ep.record.length, start_every)
+            for t in range(0, min(ep.record.length, max_start or ep.record.length), start_every)
         ]
 
     def __len__(self) -> int:

@@ -131,6 +131,9 @@ class PlannerTrainConfig:
 
     steps: int = 10000
     batch_size: int = 16
+    # clips start at env steps [0, max_clip_start) of an episode; 0 = every step. The
+    # agent stops at success, so clips of a finished, static scene teach it little.
+    max_clip_start: int = 0
     lr: float = 5e-4
     warmup_steps: int = 100
     weight_decay: float = 0.0
@@ -147,6 +150,8 @@ class PlannerTrainConfig:
         for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, key)
             _require(value >= 1, f"{prefix}.{key}", value, "must be >= 1")
+        _require(self.max_clip_start >= 0, f"{prefix}.max_clip_start", self.max_clip_start,
+                 "must be >= 0 (0 = clips start at every step)")
         _require(self.lr > 0, f"{prefix}.lr", self.lr, "must be > 0")
         _require(0 <= self.ema_decay < 1, f"{prefix}.ema_decay", self.ema_decay,
                  "must be in [0, 1)")

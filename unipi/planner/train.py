@@ -222,7 +222,8 @@ def make_dataset(cfg, stage: str):
 
     num_frames, stride = cfg.planner.stage_clip(stage)
     return ClipDataset(cfg.data.root, num_frames=num_frames, stride=stride,
-                       families=list(cfg.env.families), split="seen")
+                       families=list(cfg.env.families), split="seen",
+                       max_start=cfg.planner.train.max_clip_start or None)
 
 
 def _lr_at(step: int, cfg) -> float:
