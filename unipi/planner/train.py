@@ -178,10 +178,16 @@ def export_pipeline(run_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
         return None
     if p.hierarchy:
         tsr_p = config_from_dict(json.loads((ckpt["tsr"] / "config.json").read_text())).planner
-        for key in ("num_keyframes", "frame_stride", "tsr_factor", "conditioning"):
-            if getattr(tsr_p, key) != getattr(p, key):
-                raise ValueError(f"export: planner.{key} differs between the stages: "
-                                 f"base {getattr(p, key)!r}, tsr {getattr(tsr_p, key)!r}")
+        pairs = {f"planner.{k}": (getattr(p, k), getattr(tsr_p, k)) for k in
+                 ("num_keyframes", "frame_stride", "tsr_factor", "conditioning")}
+        pairs.update({f"planner.diffusion.{k}": (getattr(p.diffusion, k),
+                                                 getattr(tsr_p.diffusion, k))
+                      for k in ("prediction_type", "residual", "beta_schedule",
+                                "num_train_timesteps")})
+        for key, (base_value, tsr_value) in pairs.items():
+            if base_value != tsr_value:
+                raise ValueError(f"export: {key} differs between the stages: "
+                                 f"base {base_value!r}, tsr {tsr_value!r}")
     pipe = UniPiPipeline(
         text_encoder=text_encoder or TextEncoder.from_config(cfg.text_encoder),
         base_unet=SpaceTimeUNet.from_pretrained(ckpt["base"] / "ema_unet"),
