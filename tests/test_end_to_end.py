@@ -77,6 +77,29 @@ def test_eval_results_do_not_depend_on_workers(model_dir, tmp_path):
     assert runs[0] == runs[1]
 
 
+def test_eval_takes_agent_overrides(model_dir, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--env", "place", "--split", "seen", "--episodes", "1", "--model",
+                 str(model_dir), "--out", str(out), "--video-episodes", "0",
+                 "agent.replan_every=2", "agent.max_steps=6"]) == 0
+    info = json.loads((out / "eval_info.json").read_text())
+    overrides = info["summary"]["request"]["agent_overrides"]
+    assert overrides == ["agent.replan_every=2", "agent.max_steps=6"]
+    episode = info["episodes"][0]
+    assert episode["steps"] <= 6 and episode["num_plans"] >= 3  # a plan every 2 steps
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["agent.replan_every=0"], "agent.replan_every=0"),
+    (["planner.train.lr=1"], "agent.* settings only"),
+    (["--expert", "agent.replan_every=2"], "not to --expert"),
+])
+def test_bad_eval_overrides_are_one_line(model_dir, tmp_path, capsys, argv, message):
+    assert main(["eval", "--env", "place", "--episodes", "1", "--model", str(model_dir),
+                 "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_missing_model_folder_is_one_line(tmp_path, capsys):
     assert main(["plan", "place the red block in the blue bowl",
                  "--model", str(tmp_path / "nope")]) == 2

@@ -363,6 +363,8 @@ def _add_eval(sub) -> None:
                    help="also FID, FVD and CLIPScore of the plans (see `unipi metrics`)")
     _add_weight_options(p)
     _add_constraint_options(p, goal_image=False)
+    p.add_argument("overrides", nargs="*", help="agent.key=value settings of the agent, "
+                   "e.g. agent.replan_every=8 agent.track_plan=true")
     p.set_defaults(func=_run_eval)
 
 
@@ -394,6 +396,7 @@ def _run_eval(args) -> None:
         fvd_weights=args.fvd_weights, clip_model=args.clip_model,
         goal_from_env=args.goal_from_env, goal_guidance=args.goal_guidance, guide=args.guide,
         guide_weight=args.guide_weight, guide_target=args.guide_target,
+        agent_overrides=list(args.overrides),
     )
     if args.video_metrics and args.expert:
         raise UsageError("--video-metrics scores a planner's plans; --expert makes none")
@@ -413,6 +416,7 @@ def _run_eval_metaworld(args) -> None:
         "--guide": args.guide, "--guide-weight": args.guide_weight,
         "--guide-target": args.guide_target, "--fid-weights": args.fid_weights,
         "--fvd-weights": args.fvd_weights, "--clip-model": args.clip_model,
+        "agent overrides": args.overrides,
     }
     asked = [k for k, v in tabletop_only.items() if v]
     if asked:

@@ -110,6 +110,15 @@ def config_to_dict(cfg: Any) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
-def config_from_dict(data: dict) -> ExperimentConfig:
-    merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data)
-    return OmegaConf.to_object(merged)
+def config_from_dict(data: dict, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The config saved as ``data`` (e.g. a model folder's config.json), then
+    ``key=value`` ``overrides``, validated as ``load_config`` validates."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides {bad!r}: expected key=value, e.g. agent.replan_every=8")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data,
+                                 OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad config: {err}".split("\n    full_key")[0]) from err

@@ -37,6 +37,7 @@ class EvalRequest:
     guide: str | None = None  # classifier folder for classifier guidance
     guide_weight: float = 0.0
     guide_target: str | None = None
+    agent_overrides: list[str] = field(default_factory=list)  # "agent.replan_every=8", ...
 
 
 def build_agent(request: EvalRequest):
@@ -45,11 +46,18 @@ def build_agent(request: EvalRequest):
     from unipi.baselines.agent import is_bc_model_dir
     from unipi.model_dir import load_idm, load_model_config, load_planner
 
+    if request.expert and request.agent_overrides:
+        raise ValueError(f"{request.agent_overrides}: agent settings apply to the planner "
+                         "agent, not to --expert")
     if request.expert:
         return ExpertAgent(), "expert", (32, 32)
     if is_bc_model_dir(request.model):
         return _build_bc_agent(request)
-    cfg = load_model_config(request.model)
+    not_agent = [o for o in request.agent_overrides if not o.startswith("agent.")]
+    if not_agent:
+        raise ValueError(f"overrides {not_agent}: eval takes agent.* settings only, e.g. "
+                         "agent.replan_every=8 agent.track_plan=true")
+    cfg = load_model_config(request.model, request.agent_overrides)
     agent_cfg = replace(cfg.agent, open_loop=request.open_loop or cfg.agent.open_loop)
     if request.steps is not None:
         agent_cfg.num_inference_steps = request.steps
@@ -84,8 +92,9 @@ def _build_bc_agent(request: EvalRequest):
 
     planner_only = {"--open-loop": request.open_loop, "--steps": request.steps,
                     "--guidance": request.guidance, "--video-metrics": request.video_metrics,
-                    "--goal-from-env": request.goal_from_env, "--guide": request.guide}
-    asked = [k for k, v in planner_only.items() if v not in (None, False)]
+                    "--goal-from-env": request.goal_from_env, "--guide": request.guide,
+                    "agent overrides": request.agent_overrides}
+    asked = [k for k, v in planner_only.items() if v not in (None, False, [])]
     if asked:
         raise ValueError(f"{', '.join(asked)} apply to the planner; {request.model!r} is a "
                          "BC model folder")

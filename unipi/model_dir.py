@@ -33,9 +33,11 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
     return path
 
 
-def load_model_config(model: str | os.PathLike | None) -> ExperimentConfig:
+def load_model_config(model: str | os.PathLike | None,
+                      overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """The config a model folder was trained with, then ``key=value`` ``overrides``."""
     path = resolve_model_dir(model)
-    return config_from_dict(json.loads((path / "config.json").read_text()))
+    return config_from_dict(json.loads((path / "config.json").read_text()), overrides)
 
 
 def load_planner(model: str | os.PathLike | None, device: str = "cpu"):
