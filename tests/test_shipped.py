@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_weights_are_small_and_complete():
     files = [p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 50e6
-    for name in ("config.json", "MODEL_CARD.md", "training.json", "planner/model_index.json",
+    for name in ("config.json", "MODEL_CARD.md", "training.json", "planner/planner.json",
                  "idm/config.json"):
         assert (DEFAULT_MODEL_DIR / name).is_file(), name
     facts = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())
