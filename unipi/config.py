@@ -94,15 +94,20 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         layers.append(OmegaConf.load(path))
+    return _merge(layers, overrides, f"bad config ({path})", "planner.train.lr=1e-3")
+
+
+def _merge(layers: list[Any], overrides: Sequence[str], what: str, example: str):
+    """Merge ``layers`` and then ``key=value`` ``overrides`` into a validated config;
+    a bad key or value is a one-line ``ConfigError`` starting with ``what``."""
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise ConfigError(f"overrides {bad!r}: expected key=value, e.g. planner.train.lr=1e-3")
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
+        raise ConfigError(f"overrides {bad!r}: expected key=value, e.g. {example}")
     try:
-        merged = OmegaConf.merge(*layers)
+        merged = OmegaConf.merge(*layers, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)  # runs every __post_init__
     except OmegaConfBaseException as err:
-        raise ConfigError(f"bad config ({path}): {err}".split("\n    full_key")[0]) from err
+        raise ConfigError(f"{what}: {err}".split("\n    full_key")[0]) from err
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -113,12 +118,5 @@ def config_to_dict(cfg: Any) -> dict:
 def config_from_dict(data: dict, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The config saved as ``data`` (e.g. a model folder's config.json), then
     ``key=value`` ``overrides``, validated as ``load_config`` validates."""
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"overrides {bad!r}: expected key=value, e.g. agent.replan_every=8")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data,
-                                 OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"bad config: {err}".split("\n    full_key")[0]) from err
+    return _merge([OmegaConf.structured(ExperimentConfig), data], overrides, "bad config",
+                  "agent.replan_every=8")
