@@ -4,6 +4,8 @@
     python benchmarks/compare.py --config configs/tabletop.yaml --out outputs/compare \
         --planner-steps 6000 --idm-steps 3000 --bc-steps 3000 --episodes 50
     python benchmarks/compare.py --variants unipi bc --use unipi=MODEL_DIR --set bc.lr=1e-4
+    python benchmarks/compare.py --idm unipi/weights/tabletop --out outputs/compare
+                                          # the table in README.md (default budgets)
 
 Rows (``--variants``, default all), as in the paper's Tables 1 and 2:
 
@@ -17,8 +19,14 @@ Rows (``--variants``, default all), as in the paper's Tables 1 and 2:
 Budgets: each planner stage trains ``--planner-steps`` steps; ``no_hierarchy`` has one
 stage and trains it ``2 * --planner-steps`` steps, the same number of optimiser steps
 as the two stages of the others. The IDM (``--idm-steps``) is trained once per seed and
-shared by the four planner rows (its wall time is counted in each). BC trains
+shared by the four planner rows (its wall time is counted in each); ``--idm DIR`` shares
+an IDM trained before (a model folder's) instead. BC trains
 ``--bc-steps`` steps on the demonstrations that carry actions (``bc.episodes``).
+
+The planner rows are also scored at plan level (``--plan-episodes`` start states per
+cell, default 16): one plan each, not executed, judged by ``unipi.plan_score`` as in
+``benchmarks/learning_curve.py``. This separates the planners when the closed loop,
+limited by reading actions off generated frames, cannot.
 
 Every model is evaluated by ``unipi.eval_runner.run_evaluation``: the same episode seeds
 and the same seen / novel instruction splits for every row. With one training seed the
@@ -30,7 +38,7 @@ Writes into ``--out``::
 
     runs/                   training run folders
     models/<row>_s<seed>/   model folders (with budget.json)
-    eval/<row>_s<seed>/     eval_info.json of each model
+    eval/<row>_s<seed>/     eval_info.json of each model (plans.json: plan level)
 
 Running the command again resumes what was cut short and reuses what is done: a model
 trained to the requested steps is not trained again, an evaluation of the same request
@@ -130,9 +138,23 @@ def _add_wall(path: Path, key: str, seconds: float) -> dict:
 
 # ---------------------------------------------------------------------------- training
 def train_idm_once(args, base: list[str], seed: int) -> tuple[Path, dict, bool]:
-    """The IDM shared by the planner rows of one seed: (run folder, budget, trained now)."""
+    """The IDM shared by the planner rows of one seed: (run folder, budget, trained now).
+
+    With ``--idm DIR`` the IDM of that folder (``idm/`` + ``idm_metrics.json``, as in a
+    model folder) is shared instead, for every seed; its recorded budget is reported.
+    """
     from inverse_dynamics.train import train_idm
 
+    if args.idm is not None:
+        metrics = _read_json(args.idm / "idm_metrics.json")
+        if not (args.idm / "idm" / "config.json").is_file() or "step" not in metrics:
+            raise FileNotFoundError(
+                f"--idm {args.idm}: expected a folder with idm/config.json and "
+                "idm_metrics.json (a model folder, e.g. unipi/weights/tabletop, or an "
+                "`unipi train idm` run folder)")
+        return args.idm, {"idm_steps": metrics["step"],
+                          "idm_wall_time": metrics.get("wall_seconds"),
+                          "idm_from": str(args.idm)}, False
     run = args.out / "runs" / f"idm_s{seed}"
     cfg = _load(args.config, base + [f"seed={seed}", f"idm.steps={args.idm_steps}"])
     trained = _read_json(run / "idm_metrics.json").get("step") != args.idm_steps
@@ -162,7 +184,8 @@ def train_planner_variant(args, base: list[str], variant: Variant, seed: int,
     run, model = args.out / "runs" / f"{variant.name}_s{seed}", _model_dir(args, variant, seed)
     stages = ("base", "tsr") if hierarchy else ("base",)
     done = {}
-    fresh = idm_trained or not (model / "config.json").is_file()
+    same_idm = _read_json(model / "budget.json").get("idm_from") == idm_budget.get("idm_from")
+    fresh = idm_trained or not same_idm or not (model / "config.json").is_file()
     for stage in stages:
         state = run / stage / "checkpoint" / "state.json"
         if _read_json(state).get("step", 0) < steps:  # else trained by an earlier run
@@ -266,6 +289,55 @@ def evaluate_row(args, variant: Variant, seed: int, model: str | None) -> dict:
             for c in summary["cells"]}
 
 
+def plan_level(args, variant: Variant, seed: int, model: str | None) -> dict | None:
+    """Plan-level scores of a planner row, without executing anything.
+
+    ``--plan-episodes`` start states per family x split (the evaluation seeds, as
+    ``benchmarks/learning_curve.py`` uses), one full plan each (the agent's sampling
+    settings, generator seeded by ``seed``), scored by ``unipi.plan_score.PlanScorer``
+    against the start scene. Returns ``{"place/seen": {"success": ..., ...}, ...}``, or
+    None for rows that do not plan. Reused when saved for the same request and newer
+    than the model folder.
+    """
+    if variant.kind != "planner" or model is None or not args.plan_episodes:
+        return None
+    import torch
+
+    from unipi.checkpoint import atomic_write_bytes
+    from unipi.model_dir import load_model_config, load_planner
+    from unipi.plan_eval import evaluate_plans, plan_cases
+
+    path = args.out / "eval" / f"{variant.name}_s{seed}" / "plans.json"
+    request = {"episodes": args.plan_episodes, "seed": seed}
+    saved, stamp = _read_json(path), Path(model) / "config.json"
+    if saved.get("request") == request and path.stat().st_mtime > stamp.stat().st_mtime:
+        logger.info(f"{variant.name} seed {seed}: reusing {path}")
+        return saved["cells"]
+    cfg, pipe = load_model_config(model), load_planner(model)
+    p = cfg.planner
+    horizon = (p.num_frames - 1) * p.frame_stride // p.tsr_factor
+    cases = plan_cases(["place", "relation"], ["seen", "novel"], args.plan_episodes,
+                       tuple(cfg.env.image_size), horizon)
+
+    def plan(images, texts):
+        return pipe(images, texts, num_inference_steps=cfg.agent.num_inference_steps,
+                    guidance_scale=cfg.agent.guidance_scale,
+                    generator=torch.Generator().manual_seed(seed)).videos
+
+    t0 = time.perf_counter()
+    report = evaluate_plans(plan, cases, batch_size=16)
+    cells = {c: {k: v for k, v in m.items() if k in PLAN_KEYS}
+             for c, m in report["cells"].items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps({"request": request, "cells": cells,
+                                         "seconds": time.perf_counter() - t0},
+                                        indent=2).encode())
+    return cells
+
+
+PLAN_KEYS = ("success", "changed_error", "copy_changed_error", "final_mse", "n")
+
+
 def interval(per_seed: list[tuple[int, int]]) -> dict:
     """Mean success and a 95 % interval: Wilson over the episodes for one training seed;
     for several, the Student-t interval over the seeds' rates or the pooled episodes'
@@ -288,6 +360,15 @@ def interval(per_seed: list[tuple[int, int]]) -> dict:
             "per_seed": rates, "sd_over_seeds": sd, "successes": k, "episodes": n}
 
 
+def _mean_plans(per_seed: list[dict]) -> dict | None:
+    """Plan-level metrics averaged over training seeds (n summed)."""
+    if not per_seed:
+        return None
+    return {cell: {k: (sum(p[cell][k] for p in per_seed) if k == "n" else
+                       sum(p[cell][k] for p in per_seed) / len(per_seed))
+                   for k in per_seed[0][cell]} for cell in per_seed[0]}
+
+
 # ------------------------------------------------------------------------------- table
 def _fmt_budget(b: dict) -> tuple[str, str, str]:
     if "planner_steps" in b:
@@ -302,6 +383,17 @@ def _fmt_budget(b: dict) -> tuple[str, str, str]:
     else:
         return "-", b.get("note", "-"), "-"
     return steps, data, _fmt_time(b.get("wall_time"))
+
+
+def rows_n(rows: list[dict]) -> int:
+    return rows[0]["plans"]["place/seen"]["n"]
+
+
+def _fmt_plan_cell(c: dict) -> str:
+    from unipi.evaluate import wilson_interval
+
+    lo, hi = wilson_interval(round(c["success"] * c["n"]), c["n"])
+    return f"{100 * c['success']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -326,6 +418,26 @@ def markdown(rows: list[dict], meta: dict) -> str:
             cells.append(f"{100 * c['mean']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]")
         steps, data, wall = _fmt_budget(r["budget"])
         lines.append(f"| {r['label']} | {' | '.join(cells)} | {steps} | {data} | {wall} |")
+    planned = [r for r in rows if r.get("plans")]
+    if planned:
+        lines += [
+            "",
+            "Plan level (the imagined video alone, not executed): % of plans whose last "
+            "frame achieves the instruction, read off the frame by `unipi.plan_score` "
+            f"[95 % Wilson interval], {rows_n(planned)} start states per cell; "
+            "changed-pixel error of the last frame vs the expert's (copying frame 0 "
+            "scores the value in brackets).",
+            "",
+            "| method | Place seen | Place novel | Relation seen | Relation novel "
+            "| changed-pixel error |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in planned:
+            cells = [r["plans"][f"{f}/{s}"] for f, s in CELLS]
+            err = sum(c["changed_error"] for c in cells) / len(cells)
+            copy = sum(c["copy_changed_error"] for c in cells) / len(cells)
+            rates = " | ".join(_fmt_plan_cell(c) for c in cells)
+            lines.append(f"| {r['label']} | {rates} | {err:.3f} ({copy:.3f}) |")
     lines += [
         "",
         f"Success rate in % [95 % interval: {meta['interval']}], {meta['episodes']} "
@@ -344,11 +456,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("outputs/compare"))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--train-seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--planner-steps", type=int, default=6000,
-                   help="steps per planner stage (default 6000, configs/tabletop.yaml)")
+    p.add_argument("--planner-steps", type=int, default=1500,
+                   help="steps per planner stage (default 1500: the whole table in about "
+                        "1.5 h on 2 CPU cores; configs/tabletop.yaml trains 6000)")
     p.add_argument("--idm-steps", type=int, default=3000, help="default 3000")
+    p.add_argument("--idm", type=Path, default=None, metavar="DIR",
+                   help="share this trained IDM (a model folder's idm/ + idm_metrics.json) "
+                        "across the planner rows instead of training one")
     p.add_argument("--bc-steps", type=int, default=3000, help="default 3000")
-    p.add_argument("--episodes", type=int, default=50, help="per family x split, default 50")
+    p.add_argument("--episodes", type=int, default=25, help="per family x split, default 25")
+    p.add_argument("--plan-episodes", type=int, default=16,
+                   help="plan-level start states per family x split (0: skip), default 16")
     p.add_argument("--video-episodes", type=int, default=0, help="videos per cell")
     p.add_argument("--workers", type=int, default=1, help="evaluation processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training")
@@ -366,12 +484,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"--use {bad}: expected ROW=DIR with ROW in {list(VARIANTS)}")
     args.use = dict(u.split("=", 1) for u in args.use)
+    if args.plan_episodes < 0:
+        p.error(f"--plan-episodes {args.plan_episodes}: must be >= 0 (0 skips plan level)")
     for key in ("planner_steps", "idm_steps", "bc_steps", "episodes", "workers", "threads"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} {getattr(args, key)}: must be >= 1")
     if args.tiny:
         args.planner_steps, args.idm_steps, args.bc_steps = 2, 2, 2
         args.episodes = min(args.episodes, 1)
+        args.plan_episodes = min(args.plan_episodes, 1)
     return args
 
 
@@ -390,16 +511,19 @@ def main(argv=None) -> dict:
     # 1. train or load every (row, seed), then 2. evaluate it with the shared harness
     rows, idm_cache = [], {}
     for name in args.variants:
-        variant, per_seed, budgets = VARIANTS[name], [], []
+        variant, per_seed, budgets, per_seed_plans = VARIANTS[name], [], [], []
         for seed in args.train_seeds:
             model, budget = model_for(args, base, variant, seed, idm_cache)
             budgets.append(budget)
             per_seed.append(evaluate_row(args, variant, seed, model))
+            per_seed_plans.append(plan_level(args, variant, seed, model))
             if variant.kind == "expert":
                 break  # the expert does not depend on a training seed
         cells = {c: interval([s[c] for s in per_seed]) for c in per_seed[0]}
+        plans = _mean_plans([p for p in per_seed_plans if p])
         rows.append({"name": name, "label": variant.label, "overrides": variant.overrides,
-                     "cells": cells, "budget": budgets[0], "budgets": budgets})
+                     "cells": cells, "budget": budgets[0], "budgets": budgets,
+                     "plans": plans})
         logger.info(f"{name}: " + ", ".join(f"{c} {v['mean']:.1%}" for c, v in cells.items()))
 
     # 3. one table, as markdown and JSON

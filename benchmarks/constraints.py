@@ -20,6 +20,9 @@ instructions cycling through the split's tasks, as ``unipi eval`` does):
     for each class and each ``--weights`` value, the fraction of plans whose last frame
     has that class, read by colour (``unipi.classifier.labels.judge_frame``, which the
     guidance did not optimise) and by the classifier itself; weight 0 is unguided.
+    The instruction fixes where the block goes, so guidance has to overrule it; with
+    ``--guide-cfg-scale 0`` the plans come from the unconditional model instead and
+    the classifier alone says what should happen.
 (c) the agent. Closed-loop episodes with and without the goal pinned at every re-plan;
     "reaches the goal" = every block within ``--goal-tol`` of its goal position and
     nothing held, read from the simulator when the episode ends.
@@ -60,6 +63,9 @@ def _args(argv=None):
     p.add_argument("--agent-episodes", type=int, default=None,
                    help="agent episodes per family and variant (default --episodes; 0: skip)")
     p.add_argument("--weights", default="1,3,10", help="classifier-guidance weights")
+    p.add_argument("--guide-cfg-scale", type=float, default=None,
+                   help="classifier-free guidance scale of part (b) (default: the model's); "
+                        "0 = the unconditional model, so the classifier alone sets the task")
     p.add_argument("--goal-guidance", type=float, default=0.0,
                    help="also plan with the goal and reconstruction guidance of this weight")
     p.add_argument("--goal-tol", type=float, default=0.03, help="metres (xy) per block")
@@ -317,10 +323,13 @@ def main(argv=None) -> dict:
         colour = clf.config.colour if TARGETS[clf.config.target].needs_colour else None
         guide_states = start_states(families, args.split, args.episodes, size,
                                     args.seed_offset, moved_colour=colour)
-        guide_rows, guide_plans = guide_part(pipe, clf, guide_states, args, steps, cfg_scale)
+        guide_cfg = cfg_scale if args.guide_cfg_scale is None else args.guide_cfg_scale
+        guide_rows, guide_plans = guide_part(pipe, clf, guide_states, args, steps, guide_cfg)
+        report["guide_cfg_scale"] = guide_cfg
         report["guide"] = guide_rows
         report["guide_seconds_per_state"] = (time.perf_counter() - t0) / max(len(guide_states), 1)
-        print(f"\n(b) classifier guidance ({clf.config.target}, {clf.config.colour})")
+        print(f"\n(b) classifier guidance ({clf.config.target}, {clf.config.colour}; "
+              f"classifier-free guidance scale {guide_cfg:g})")
         print(table(guide_rows, ["satisfied_by_colour", "satisfied_by_classifier",
                                  "plan_success", "s_per_plan", "n"]))
 

@@ -303,3 +303,20 @@ def test_compare_tiny_writes_the_table(tmp_path):
     # the ablation really changed the planner
     cfg = json.loads((tmp_path / "models" / "no_tiling_s0" / "config.json").read_text())
     assert cfg["planner"]["conditioning"] == "replace"
+    # plan-level scores for the rows that plan, in the JSON and the markdown
+    for name in ("unipi", "no_frame_cond", "no_tiling", "no_hierarchy"):
+        plans = rows[name]["plans"]
+        assert set(plans) == set(rows[name]["cells"])
+        assert all(c["n"] == 1 and 0 <= c["success"] <= 1 for c in plans.values())
+    assert rows["bc"]["plans"] is None and rows["expert"]["plans"] is None
+    assert "Plan level (the imagined video alone" in md
+
+    # --idm shares a trained IDM: nothing is trained for it, its budget is reported
+    again = compare.main(["--tiny", "--out", str(tmp_path), "--variants", "unipi",
+                          "--idm", str(tmp_path / "runs" / "idm_s0")])
+    budget = again["rows"][0]["budget"]
+    assert budget["idm_from"] == str(tmp_path / "runs" / "idm_s0")
+    assert budget["idm_steps"] == 2
+    with pytest.raises(FileNotFoundError, match="expected a folder with idm/config.json"):
+        compare.main(["--tiny", "--out", str(tmp_path), "--variants", "unipi",
+                      "--idm", str(tmp_path / "data")])

@@ -341,8 +341,10 @@ def test_benchmark_tiny_runs(tmp_path):
     import sys
 
     done = subprocess.run([sys.executable, "benchmarks/constraints.py", "--tiny", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+                           str(tmp_path), "--guide-cfg-scale", "0"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "constraints.json").read_text())
     assert report["goal"]["goal pinned"]["last_mse"] == 0.0
+    assert report["guide_cfg_scale"] == 0.0 and "w=2 -> left" in report["guide"]
     assert (tmp_path / "goal_side_by_side.mp4").is_file()
