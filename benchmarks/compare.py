@@ -457,8 +457,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--train-seeds", nargs="+", type=int, default=[0])
     p.add_argument("--planner-steps", type=int, default=1500,
-                   help="steps per planner stage (default 1500: the whole table in about "
-                        "1.5 h on 2 CPU cores; configs/tabletop.yaml trains 6000)")
+                   help="steps per planner stage (default 1500: every row trained and "
+                        "evaluated in about 4 CPU-hours, 2 h as two processes on 2 cores; "
+                        "configs/tabletop.yaml trains 6000)")
     p.add_argument("--idm-steps", type=int, default=3000, help="default 3000")
     p.add_argument("--idm", type=Path, default=None, metavar="DIR",
                    help="share this trained IDM (a model folder's idm/ + idm_metrics.json) "
