@@ -485,6 +485,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"--use {bad}: expected ROW=DIR with ROW in {list(VARIANTS)}")
     args.use = dict(u.split("=", 1) for u in args.use)
+    if args.idm is not None and not ((args.idm / "idm" / "config.json").is_file()
+                                     and (args.idm / "idm_metrics.json").is_file()):
+        p.error(f"--idm {args.idm}: expected a folder with idm/config.json and "
+                "idm_metrics.json (a model folder, e.g. unipi/weights/tabletop)")
     if args.plan_episodes < 0:
         p.error(f"--plan-episodes {args.plan_episodes}: must be >= 0 (0 skips plan level)")
     for key in ("planner_steps", "idm_steps", "bc_steps", "episodes", "workers", "threads"):

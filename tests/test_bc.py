@@ -317,6 +317,7 @@ def test_compare_tiny_writes_the_table(tmp_path):
     budget = again["rows"][0]["budget"]
     assert budget["idm_from"] == str(tmp_path / "runs" / "idm_s0")
     assert budget["idm_steps"] == 2
-    with pytest.raises(FileNotFoundError, match="expected a folder with idm/config.json"):
-        compare.main(["--tiny", "--out", str(tmp_path), "--variants", "unipi",
+    with pytest.raises(SystemExit) as exit_info:  # refused before any work, exit 2
+        compare.main(["--tiny", "--out", str(tmp_path / "refused"), "--variants", "unipi",
                       "--idm", str(tmp_path / "data")])
+    assert exit_info.value.code == 2 and not (tmp_path / "refused").exists()
