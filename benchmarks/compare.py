@@ -145,13 +145,8 @@ def train_idm_once(args, base: list[str], seed: int) -> tuple[Path, dict, bool]:
     """
     from inverse_dynamics.train import train_idm
 
-    if args.idm is not None:
+    if args.idm is not None:  # parse_args checked the folder
         metrics = _read_json(args.idm / "idm_metrics.json")
-        if not (args.idm / "idm" / "config.json").is_file() or "step" not in metrics:
-            raise FileNotFoundError(
-                f"--idm {args.idm}: expected a folder with idm/config.json and "
-                "idm_metrics.json (a model folder, e.g. unipi/weights/tabletop, or an "
-                "`unipi train idm` run folder)")
         return args.idm, {"idm_steps": metrics["step"],
                           "idm_wall_time": metrics.get("wall_seconds"),
                           "idm_from": str(args.idm)}, False
@@ -278,15 +273,22 @@ def evaluate_row(args, variant: Variant, seed: int, model: str | None) -> dict:
         out_dir=str(args.out / "eval" / f"{variant.name}_s{seed}"),
     )
     saved = Path(request.out_dir) / "eval_info.json"
-    stamp = Path(model) / "config.json" if model else None
     summary = _read_json(saved).get("summary", {})
     same = summary.get("request") == json.loads(json.dumps(asdict(request)))
-    if same and (stamp is None or saved.stat().st_mtime > stamp.stat().st_mtime):
+    if same and _newer_than_model(saved, model):
         logger.info(f"{variant.name} seed {seed}: reusing {saved}")
     else:
         summary = run_evaluation(request, workers=args.workers)["summary"]
     return {f"{c['family']}/{c['split']}": (c["successes"], c["episodes"])
             for c in summary["cells"]}
+
+
+def _newer_than_model(saved: Path, model: str | None) -> bool:
+    """A saved evaluation is still valid: written after the model folder (or no model)."""
+    return model is None or saved.stat().st_mtime > (Path(model) / "config.json").stat().st_mtime
+
+
+PLAN_KEYS = ("success", "changed_error", "copy_changed_error", "final_mse", "n")
 
 
 def plan_level(args, variant: Variant, seed: int, model: str | None) -> dict | None:
@@ -309,15 +311,14 @@ def plan_level(args, variant: Variant, seed: int, model: str | None) -> dict | N
 
     path = args.out / "eval" / f"{variant.name}_s{seed}" / "plans.json"
     request = {"episodes": args.plan_episodes, "seed": seed}
-    saved, stamp = _read_json(path), Path(model) / "config.json"
-    if saved.get("request") == request and path.stat().st_mtime > stamp.stat().st_mtime:
+    saved = _read_json(path)
+    if saved.get("request") == request and _newer_than_model(path, model):
         logger.info(f"{variant.name} seed {seed}: reusing {path}")
         return saved["cells"]
     cfg, pipe = load_model_config(model), load_planner(model)
-    p = cfg.planner
-    horizon = (p.num_frames - 1) * p.frame_stride // p.tsr_factor
+    frames, spacing = cfg.planner.stage_clip("tsr")  # the full plan: frames, env steps apart
     cases = plan_cases(["place", "relation"], ["seen", "novel"], args.plan_episodes,
-                       tuple(cfg.env.image_size), horizon)
+                       tuple(cfg.env.image_size), (frames - 1) * spacing)
 
     def plan(images, texts):
         return pipe(images, texts, num_inference_steps=cfg.agent.num_inference_steps,
@@ -333,9 +334,6 @@ def plan_level(args, variant: Variant, seed: int, model: str | None) -> dict | N
                                          "seconds": time.perf_counter() - t0},
                                         indent=2).encode())
     return cells
-
-
-PLAN_KEYS = ("success", "changed_error", "copy_changed_error", "final_mse", "n")
 
 
 def interval(per_seed: list[tuple[int, int]]) -> dict:
@@ -385,10 +383,6 @@ def _fmt_budget(b: dict) -> tuple[str, str, str]:
     return steps, data, _fmt_time(b.get("wall_time"))
 
 
-def rows_n(rows: list[dict]) -> int:
-    return rows[0]["plans"]["place/seen"]["n"]
-
-
 def _fmt_plan_cell(c: dict) -> str:
     from unipi.evaluate import wilson_interval
 
@@ -424,7 +418,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
             "",
             "Plan level (the imagined video alone, not executed): % of plans whose last "
             "frame achieves the instruction, read off the frame by `unipi.plan_score` "
-            f"[95 % Wilson interval], {rows_n(planned)} start states per cell; "
+            f"[95 % Wilson interval], {planned[0]['plans']['place/seen']['n']} start "
+            "states per cell; "
             "changed-pixel error of the last frame vs the expert's (copying frame 0 "
             "scores the value in brackets).",
             "",
